@@ -1,0 +1,34 @@
+# Every target creates .venv itself, so a machine with only Python, pip and git can run it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint types check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## the demo: a simulated Simpro build, scanned and counted
+	$(BIN)/simpro-counter demo
+
+test: $(STAMP)  ## every test
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+check: lint types test  ## what CI runs
+
+bench: $(STAMP)  ## benchmarks; results go to docs/performance.md by hand
+	$(BIN)/python bench/refresh.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

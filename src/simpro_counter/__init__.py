@@ -1,0 +1,1 @@
+"""simpro-counter."""

@@ -1,0 +1,3 @@
+from simpro_counter.cli import main
+
+main()

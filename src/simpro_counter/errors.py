@@ -1,0 +1,45 @@
+"""One exception tree for the whole service.
+
+Everything the product raises on purpose derives from :class:`SimproCounterError`, so the
+edges (the CLI, later the web layer) can turn any of them into one precise line for a person
+without catching unrelated bugs. Messages are written for the operator who has to act on
+them and never contain secrets.
+"""
+
+from __future__ import annotations
+
+
+class SimproCounterError(Exception):
+    """Base of every error this package raises deliberately."""
+
+
+class ConfigError(SimproCounterError):
+    """A setting is missing or malformed; the message says which one and what to set."""
+
+
+class SimproError(SimproCounterError):
+    """Talking to the Simpro API failed."""
+
+
+class SimproAuthError(SimproError):
+    """Simpro refused the credentials (401/403); retrying cannot help."""
+
+
+class SimproRequestError(SimproError):
+    """Simpro rejected the request itself (a 4xx other than 401/403/429)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SimproUnavailableError(SimproError):
+    """Simpro kept failing (429, 5xx, timeouts, broken bodies) until the retry budget ran out."""
+
+
+class SimproDataError(SimproError):
+    """Simpro answered, but with data that cannot be counted exactly (e.g. a record without ID)."""
+
+
+class ScanIncompleteError(SimproError):
+    """A scan could not prove that it saw every record, so its result must not be published."""

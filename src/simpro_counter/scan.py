@@ -1,0 +1,272 @@
+"""The exact full scan: every invoice read once, unique customers counted, completeness proven.
+
+Pages are read concurrently by page number (ordered by ID), which is fast but not stable
+when invoices are added or deleted meanwhile: a deletion shifts later records one place
+towards the front, so a record can slip past a page boundary unseen. The scan therefore
+proves itself at the end: the distinct invoice IDs it holds must match Simpro's
+`Result-Total`, and every page must have been answered against that same total. When
+either check fails, the ranges that may have moved are re-read by ID range (stable under
+change), and any remaining difference is located by comparing per-range counts, halving
+the ranges until it is found. A scan that cannot close the gap within `max_rounds` raises
+:class:`ScanIncompleteError`; a partial count is never returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from simpro_counter.errors import ScanIncompleteError, SimproDataError
+from simpro_counter.simpro import SimproClient, parse_id
+from simpro_counter.simpro.client import Params, Record
+
+INVOICES = "invoices"
+SCAN_COLUMNS = ("ID", "Customer")
+
+# An ID range with open ends: (None, None) is every invoice.
+IdRange = tuple[int | None, int | None]
+
+
+class ScanObserver(Protocol):
+    """Receives progress while a scan runs (the CLI draws a progress bar from it)."""
+
+    def started(self, pages: int | None, records: int | None) -> None: ...
+
+    def page_done(self, records: int) -> None: ...
+
+    def reconciling(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """The proven result of a full scan and what it cost."""
+
+    count: int
+    """Distinct customers over all invoices."""
+    total_invoices: int
+    invoices_without_customer: int
+    pages: int
+    requests: int
+    retries: int
+    duration: float
+    reconciled: int
+    """Invoices re-read because they moved while the scan ran."""
+    cursor: str | None
+    """`Date` of the scan's first answer: changes after it are for an incremental sync."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "totalInvoices": self.total_invoices,
+            "invoicesWithoutCustomer": self.invoices_without_customer,
+            "pages": self.pages,
+            "requests": self.requests,
+            "retries": self.retries,
+            "duration": round(self.duration, 3),
+            "reconciled": self.reconciled,
+            "cursor": self.cursor,
+        }
+
+
+class InvoiceLedger:
+    """Which customer each invoice seen so far belongs to (None: no customer)."""
+
+    def __init__(self) -> None:
+        self.customer_of: dict[int, int | None] = {}
+
+    def apply(self, record: Record, where: str) -> int:
+        invoice_id = parse_id(record.get("ID"), what=f"{where}: invoice ID")
+        self.customer_of[invoice_id] = customer_id(record, invoice_id)
+        return invoice_id
+
+    def replace_range(self, id_range: IdRange, records: Iterable[Record], where: str) -> int:
+        """Forget every invoice in the range, then apply what Simpro holds there now."""
+        for invoice_id in ids_in(sorted(self.customer_of), id_range):
+            del self.customer_of[invoice_id]
+        applied = 0
+        for record in records:
+            self.apply(record, where)
+            applied += 1
+        return applied
+
+    def customers(self) -> int:
+        return len({c for c in self.customer_of.values() if c is not None})
+
+    def without_customer(self) -> int:
+        return sum(1 for c in self.customer_of.values() if c is None)
+
+
+def customer_id(record: Record, invoice_id: int) -> int | None:
+    """The invoice's customer ID; None when Simpro sends `Customer: null`."""
+    if "Customer" not in record:
+        raise SimproDataError(f"invoice {invoice_id} has no Customer field")
+    customer = record["Customer"]
+    if customer is None:
+        return None
+    if not isinstance(customer, dict):
+        raise SimproDataError(f"invoice {invoice_id}: Customer is {customer!r}, not an object")
+    return parse_id(customer.get("ID"), what=f"invoice {invoice_id}: Customer.ID")
+
+
+def ids_in(sorted_ids: list[int], id_range: IdRange) -> list[int]:
+    lo, hi = id_range
+    start = 0 if lo is None else bisect.bisect_left(sorted_ids, lo)
+    end = len(sorted_ids) if hi is None else bisect.bisect_right(sorted_ids, hi)
+    return sorted_ids[start:end]
+
+
+def range_filter(id_range: IdRange) -> dict[str, str]:
+    lo, hi = id_range
+    if lo is None and hi is None:
+        return {}
+    if lo is None:
+        return {"ID": f"le({hi})"}
+    if hi is None:
+        return {"ID": f"ge({lo})"}
+    return {"ID": f"between({lo},{hi})"}
+
+
+@dataclass(frozen=True)
+class _PageMark:
+    first_id: int
+    total: int | None
+
+
+class _NullObserver:
+    def started(self, pages: int | None, records: int | None) -> None:
+        pass
+
+    def page_done(self, records: int) -> None:
+        pass
+
+    def reconciling(self, reason: str) -> None:
+        pass
+
+
+async def scan_customers(
+    client: SimproClient,
+    *,
+    observer: ScanObserver | None = None,
+    max_rounds: int = 3,
+) -> ScanReport:
+    """Read every invoice and count distinct customers, or raise; never a partial count."""
+    return await _Scan(client, observer or _NullObserver(), max_rounds).run()
+
+
+class _Scan:
+    def __init__(self, client: SimproClient, observer: ScanObserver, max_rounds: int) -> None:
+        self.client = client
+        self.observer = observer
+        self.max_rounds = max_rounds
+        self.ledger = InvoiceLedger()
+        self.pages = 0
+        self.reconciled = 0
+
+    async def run(self) -> ScanReport:
+        started = time.monotonic()
+        requests_before = self.client.stats.requests
+        retries_before = self.client.stats.retries
+        marks, cursor = await self._read_all_pages()
+        total = await self.client.count(INVOICES)
+        moved = any(mark.total != total for mark in marks)
+        suspect = _moved_ranges(marks, total) if moved else []
+        rounds = 0
+        while suspect or len(self.ledger.customer_of) != total:
+            if rounds == self.max_rounds:
+                raise ScanIncompleteError(
+                    f"invoices kept changing while they were counted: after {rounds} "
+                    f"re-reads {len(self.ledger.customer_of)} distinct invoices were seen "
+                    f"but Simpro reports {total}; the previous count is kept"
+                )
+            rounds += 1
+            if suspect:
+                self.observer.reconciling("invoices changed during the scan: re-reading")
+                await self._reread(suspect)
+                suspect = []
+            else:
+                self.observer.reconciling(
+                    f"{len(self.ledger.customer_of)} invoices seen, Simpro reports {total}: "
+                    "locating the difference"
+                )
+                await self._locate_and_repair((None, None), total)
+            total = await self.client.count(INVOICES)
+        return ScanReport(
+            count=self.ledger.customers(),
+            total_invoices=total,
+            invoices_without_customer=self.ledger.without_customer(),
+            pages=self.pages,
+            requests=self.client.stats.requests - requests_before,
+            retries=self.client.stats.retries - retries_before,
+            duration=time.monotonic() - started,
+            reconciled=self.reconciled,
+            cursor=cursor,
+        )
+
+    async def _read_all_pages(self) -> tuple[list[_PageMark], str | None]:
+        marks: list[_PageMark] = []
+        cursor: str | None = None
+        async for page in self.client.pages(
+            INVOICES, columns=SCAN_COLUMNS, params={"orderby": "ID"}
+        ):
+            if page.number == 1:
+                cursor = page.date
+                self.observer.started(page.page_count, page.total)
+            self.pages += 1
+            ids = [self.ledger.apply(r, f"invoices page {page.number}") for r in page.records]
+            if ids:
+                marks.append(_PageMark(min(ids), page.total))
+            self.observer.page_done(len(page.records))
+        return marks, cursor
+
+    async def _reread(self, ranges: list[IdRange]) -> None:
+        await asyncio.gather(*(self._refetch(id_range) for id_range in ranges))
+
+    async def _refetch(self, id_range: IdRange) -> None:
+        records: list[Record] = []
+        params: Params = {"orderby": "ID", **range_filter(id_range)}
+        async for page in self.client.pages(INVOICES, columns=SCAN_COLUMNS, params=params):
+            self.pages += 1
+            records.extend(page.records)
+        self.reconciled += self.ledger.replace_range(id_range, records, f"invoices {id_range}")
+
+    async def _locate_and_repair(self, id_range: IdRange, known_total: int | None = None) -> None:
+        """Halve the range until the ranges whose counts differ are small, then re-read them."""
+        if known_total is None:
+            known_total = await self.client.count(INVOICES, params=range_filter(id_range))
+        local = ids_in(sorted(self.ledger.customer_of), id_range)
+        if len(local) == known_total:
+            return
+        if known_total <= self.client.config.page_size or len(local) < 2:
+            await self._refetch(id_range)
+            return
+        middle = local[len(local) // 2]
+        await asyncio.gather(
+            self._locate_and_repair((id_range[0], middle - 1)),
+            self._locate_and_repair((middle, id_range[1])),
+        )
+
+
+def _moved_ranges(marks: list[_PageMark], total: int) -> list[IdRange]:
+    """The ID ranges that may hold records which slipped past a page boundary.
+
+    The ID line is cut at the first ID of every page. A page answered against another
+    `Result-Total` than the final one was read before (or during) a change, so its range and
+    the one before it are re-read; the open-ended last range always is, for new invoices.
+    """
+    starts = sorted({mark.first_id for mark in marks})
+    if not starts:
+        return [(None, None)]
+    bounds: list[IdRange] = [
+        (None if i == 0 else start, None if i == len(starts) - 1 else starts[i + 1] - 1)
+        for i, start in enumerate(starts)
+    ]
+    suspect = {len(bounds) - 1}
+    for mark in marks:
+        if mark.total != total:
+            index = bisect.bisect_right(starts, mark.first_id) - 1
+            suspect.update({max(index - 1, 0), index})
+    return [bounds[i] for i in sorted(suspect)]

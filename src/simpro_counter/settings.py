@@ -1,0 +1,130 @@
+"""Every environment variable of the service, in one pydantic-settings object.
+
+Settings come from the environment and from a `.env` file in the working directory.
+Nothing else in the package reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from simpro_counter.errors import ConfigError
+
+DEMO_HINT = "`simpro-counter demo` runs without Simpro"
+
+
+class Settings(BaseSettings):
+    """The service's configuration; each field is one environment variable (upper-cased)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    simpro_base_url: str | None = Field(
+        default=None, description="Your build's URL, e.g. https://acme.simprosuite.com"
+    )
+    simpro_company_id: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Company ID; 0 on single-company builds"
+    )
+    simpro_api_key: str | None = Field(default=None, description="API key, sent as a Bearer token")
+    simpro_client_id: str | None = Field(default=None, description="OAuth2 client ID")
+    simpro_client_secret: str | None = Field(default=None, description="OAuth2 client secret")
+    simpro_rate_limit: Annotated[float, Field(gt=0)] = Field(
+        default=10.0, description="Requests per second allowed on the build"
+    )
+    simpro_page_size: Annotated[int, Field(ge=1, le=250)] = Field(
+        default=250, description="Records per page (Simpro caps it at 250)"
+    )
+    simpro_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, description="Seconds to wait for one Simpro answer"
+    )
+    simpro_max_in_flight: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=16, description="Simpro requests allowed in flight at once"
+    )
+    simpro_retry_attempts: Annotated[int, Field(ge=1, le=50)] = Field(
+        default=8, description="Attempts per Simpro request before giving up"
+    )
+    simpro_retry_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=120.0, description="Seconds one Simpro request may spend retrying"
+    )
+
+
+@dataclass(frozen=True)
+class SimproConfig:
+    """What the Simpro client needs, validated: a URL and exactly one way to authenticate."""
+
+    base_url: str
+    company_id: int = 0
+    api_key: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    rate_limit: float = 10.0
+    page_size: int = 250
+    timeout: float = 30.0
+    max_in_flight: int = 16
+    retry_attempts: int = 8
+    retry_timeout: float = 120.0
+
+    @property
+    def api_root(self) -> str:
+        return self.base_url.rstrip("/") + "/api/v1.0/"
+
+    @property
+    def credential_setting(self) -> str:
+        """The setting(s) to check when Simpro refuses the credentials."""
+        return "SIMPRO_API_KEY" if self.api_key else "SIMPRO_CLIENT_ID and SIMPRO_CLIENT_SECRET"
+
+
+def load_settings() -> Settings:
+    """Read the settings, or raise :class:`ConfigError` naming the first bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+    # The offending value is left out on purpose: it might be a secret.
+    return f"{name} is invalid: {error['msg']}. Fix it in the environment or .env ({DEMO_HINT})."
+
+
+def simpro_config(settings: Settings) -> SimproConfig:
+    """The Simpro part of the settings, or :class:`ConfigError` saying what to set."""
+    base_url = (settings.simpro_base_url or "").strip()
+    if not base_url:
+        raise ConfigError(
+            "SIMPRO_BASE_URL is not set: set it to your build's URL, e.g. "
+            f"https://acme.simprosuite.com ({DEMO_HINT})."
+        )
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            "SIMPRO_BASE_URL must start with https:// (e.g. https://acme.simprosuite.com)."
+        )
+    has_oauth = bool(settings.simpro_client_id or settings.simpro_client_secret)
+    if not settings.simpro_api_key and not has_oauth:
+        raise ConfigError(
+            "No Simpro credentials: set SIMPRO_API_KEY, or SIMPRO_CLIENT_ID and "
+            f"SIMPRO_CLIENT_SECRET ({DEMO_HINT})."
+        )
+    if has_oauth and not (settings.simpro_client_id and settings.simpro_client_secret):
+        missing = "SIMPRO_CLIENT_SECRET" if settings.simpro_client_id else "SIMPRO_CLIENT_ID"
+        raise ConfigError(f"{missing} is not set: OAuth2 needs both client ID and secret.")
+    return SimproConfig(
+        base_url=base_url,
+        company_id=settings.simpro_company_id,
+        api_key=settings.simpro_api_key or None,
+        client_id=None if settings.simpro_api_key else settings.simpro_client_id,
+        client_secret=None if settings.simpro_api_key else settings.simpro_client_secret,
+        rate_limit=settings.simpro_rate_limit,
+        page_size=settings.simpro_page_size,
+        timeout=settings.simpro_timeout,
+        max_in_flight=settings.simpro_max_in_flight,
+        retry_attempts=settings.simpro_retry_attempts,
+        retry_timeout=settings.simpro_retry_timeout,
+    )

@@ -1,0 +1,357 @@
+"""Async client for Simpro list and record endpoints.
+
+Requests share one token bucket at the build's rate limit and a cap on requests in
+flight; each is retried on transient failures (see `retry.py`). Lists are paged
+concurrently once the first page reveals `Result-Pages`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import stamina
+from aiolimiter import AsyncLimiter
+
+from simpro_counter.errors import (
+    SimproAuthError,
+    SimproDataError,
+    SimproRequestError,
+    SimproUnavailableError,
+)
+from simpro_counter.settings import SimproConfig
+from simpro_counter.simpro.auth import ApiKeyAuth, ClientCredentialsAuth
+from simpro_counter.simpro.retry import TransientError, backoff_for, describe, parse_retry_after
+
+Record = dict[str, Any]
+Params = Mapping[str, str | int]
+
+
+@dataclass
+class RequestStats:
+    """What the client has sent so far; every attempt of a retried request counts."""
+
+    requests: int = 0
+    retries: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list endpoint with the headers that describe the whole list."""
+
+    number: int
+    records: list[Record]
+    total: int | None
+    """`Result-Total`: records in the whole list, as Simpro counted them for this answer."""
+    page_count: int | None
+    """`Result-Pages`, when Simpro sends it."""
+    date: str | None
+    """The response's `Date` header: the cursor for a later `If-Modified-Since`."""
+    not_modified: bool = False
+
+
+class SimproClient:
+    """A company-scoped Simpro API client. Use as `async with SimproClient(config) as client`."""
+
+    def __init__(
+        self,
+        config: SimproConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.stats = RequestStats()
+        auth: httpx.Auth
+        if config.api_key:
+            auth = ApiKeyAuth(config.api_key)
+        else:
+            assert config.client_id
+            assert config.client_secret
+            token_url = config.base_url.rstrip("/") + "/oauth2/token"
+            auth = ClientCredentialsAuth(token_url, config.client_id, config.client_secret)
+        self._http = httpx.AsyncClient(
+            base_url=config.api_root,
+            auth=auth,
+            transport=transport,
+            timeout=config.timeout,
+            headers={"Accept": "application/json", "User-Agent": "simpro-counter"},
+            limits=httpx.Limits(max_connections=config.max_in_flight),
+        )
+        # The bucket holds half a second of requests: a scan starts quickly, yet other
+        # integrations sharing the build's limit keep some headroom.
+        burst = max(1.0, config.rate_limit / 2)
+        self._limiter = AsyncLimiter(burst, burst / config.rate_limit)
+        self._in_flight = asyncio.Semaphore(config.max_in_flight)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def company_path(self, resource: str) -> str:
+        """`invoices` → `companies/{id}/invoices/`."""
+        return f"companies/{self.config.company_id}/{resource.strip('/')}/"
+
+    # --- lists ---------------------------------------------------------------------------
+
+    async def page(
+        self,
+        resource: str,
+        number: int,
+        *,
+        columns: Sequence[str] = (),
+        params: Params | None = None,
+        page_size: int | None = None,
+        if_modified_since: str | None = None,
+    ) -> Page:
+        """One page of a company-scoped list."""
+        query: dict[str, str | int] = dict(params or {})
+        query["page"] = number
+        query["pageSize"] = page_size or self.config.page_size
+        if columns:
+            query["columns"] = ",".join(columns)
+        headers = {"If-Modified-Since": if_modified_since} if if_modified_since else None
+        path = self.company_path(resource)
+        response, body = await self.get_json(path, query, headers=headers)
+        if response.status_code == httpx.codes.NOT_MODIFIED:
+            return Page(number, [], 0, 0, response.headers.get("Date"), not_modified=True)
+        return Page(
+            number=number,
+            records=_records(body, f"GET {path} page {number}"),
+            total=_int_header(response, "Result-Total"),
+            page_count=_int_header(response, "Result-Pages"),
+            date=response.headers.get("Date"),
+        )
+
+    async def pages(
+        self,
+        resource: str,
+        *,
+        columns: Sequence[str] = (),
+        params: Params | None = None,
+        page_size: int | None = None,
+        if_modified_since: str | None = None,
+    ) -> AsyncIterator[Page]:
+        """Every page of a list, in completion order (not page order).
+
+        The first page is fetched alone; once it reveals `Result-Pages` the rest are fetched
+        concurrently under the rate limit. Without `Result-Pages`, pages are read one after
+        another until a short page.
+        """
+        size = page_size or self.config.page_size
+
+        def fetch(number: int) -> Awaitable[Page]:
+            return self.page(
+                resource,
+                number,
+                columns=columns,
+                params=params,
+                page_size=size,
+                if_modified_since=if_modified_since,
+            )
+
+        first = await fetch(1)
+        yield first
+        if first.not_modified:
+            return
+        if first.page_count is not None:
+            async for page in self._concurrently(range(2, first.page_count + 1), fetch):
+                yield page
+            return
+        page = first
+        while len(page.records) >= size:
+            page = await fetch(page.number + 1)
+            yield page
+
+    async def records(
+        self,
+        resource: str,
+        *,
+        columns: Sequence[str] = (),
+        params: Params | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Record]:
+        """Every record of a list (see :meth:`pages` for how it is paged)."""
+        async for page in self.pages(resource, columns=columns, params=params, page_size=page_size):
+            for record in page.records:
+                yield record
+
+    async def count(self, resource: str, *, params: Params | None = None) -> int:
+        """How many records a list holds, from `Result-Total`, for the cost of one request."""
+        page = await self.page(resource, 1, columns=("ID",), params=params, page_size=1)
+        if page.total is None:
+            raise SimproDataError(
+                f"GET {self.company_path(resource)} sent no Result-Total header, so the "
+                "number of records cannot be checked"
+            )
+        return page.total
+
+    async def record(self, resource: str, record_id: int) -> Record | None:
+        """One record by ID, or None when Simpro says it does not exist (404)."""
+        path = f"{self.company_path(resource)}{record_id}"
+        try:
+            _, body = await self.get_json(path, {})
+        except SimproRequestError as exc:
+            if exc.status == httpx.codes.NOT_FOUND:
+                return None
+            raise
+        if not isinstance(body, dict):
+            raise SimproDataError(f"GET {path} sent {type(body).__name__}, not a JSON object")
+        return body
+
+    async def _concurrently(
+        self, numbers: range, fetch: Callable[[int], Awaitable[Page]]
+    ) -> AsyncIterator[Page]:
+        """Fetch pages with a pool of workers, yielding each page as it arrives."""
+        if not numbers:
+            return
+        # Bounded, so pages cannot pile up in memory when the consumer is slower.
+        done: asyncio.Queue[Page | Exception] = asyncio.Queue(self.config.max_in_flight * 2)
+        todo = iter(numbers)
+
+        async def worker() -> None:
+            for number in todo:  # one shared iterator: each worker takes the next number
+                try:
+                    page = await fetch(number)
+                except Exception as exc:
+                    await done.put(exc)
+                    return
+                await done.put(page)
+
+        workers = [
+            asyncio.create_task(worker())
+            for _ in range(min(self.config.max_in_flight, len(numbers)))
+        ]
+        try:
+            for _ in numbers:
+                item = await done.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    # --- requests ------------------------------------------------------------------------
+
+    async def get_json(
+        self, path: str, params: Params, *, headers: Mapping[str, str] | None = None
+    ) -> tuple[httpx.Response, Any]:
+        """GET a path under the API root with retries; the response and its decoded body."""
+        started = time.monotonic()
+        attempts = 0
+        try:
+            async for attempt in stamina.retry_context(
+                on=backoff_for,
+                attempts=self.config.retry_attempts,
+                timeout=self.config.retry_timeout,
+                wait_initial=0.25,
+                wait_max=10.0,
+                wait_jitter=0.5,
+            ):
+                with attempt:
+                    attempts = attempt.num
+                    if attempts > 1:
+                        self.stats.retries += 1
+                    return await self._attempt(path, params, headers)
+        except (TransientError, httpx.TransportError, httpx.DecodingError) as exc:
+            elapsed = time.monotonic() - started
+            raise SimproUnavailableError(
+                f"GET {path} failed {attempts} times in {elapsed:.1f}s; last: {describe(exc)}"
+            ) from exc
+        raise AssertionError("stamina ended without a result or an error")  # pragma: no cover
+
+    async def _attempt(
+        self, path: str, params: Params, headers: Mapping[str, str] | None
+    ) -> tuple[httpx.Response, Any]:
+        async with self._in_flight:
+            await self._limiter.acquire()
+            self.stats.requests += 1
+            response = await self._http.get(path, params=params, headers=headers)
+        status = response.status_code
+        self.stats.by_status[status] += 1
+        if status == httpx.codes.NOT_MODIFIED:
+            return response, []
+        if status == httpx.codes.TOO_MANY_REQUESTS:
+            raise TransientError(
+                "429 Too Many Requests (rate limited)",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if status >= httpx.codes.INTERNAL_SERVER_ERROR:
+            raise TransientError(f"{status} {response.reason_phrase}: {_simpro_message(response)}")
+        if status in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
+            raise SimproAuthError(
+                f"{status} {response.reason_phrase} from Simpro for GET {path}: "
+                f"{_simpro_message(response)}; check {self.config.credential_setting}"
+            )
+        if status >= httpx.codes.BAD_REQUEST:
+            raise SimproRequestError(
+                f"{status} {response.reason_phrase} from Simpro for GET {path}: "
+                f"{_simpro_message(response)}",
+                status=status,
+            )
+        try:
+            return response, response.json()
+        except ValueError:
+            # A body cut short by a proxy or a dropped connection: worth another try.
+            raise TransientError(
+                f"{status} with an invalid JSON body ({len(response.content)} bytes)"
+            ) from None
+
+
+def _records(body: Any, where: str) -> list[Record]:
+    if not isinstance(body, list):
+        raise SimproDataError(f"{where} sent {type(body).__name__}, not a JSON array")
+    for index, record in enumerate(body):
+        if not isinstance(record, dict):
+            kind = type(record).__name__
+            raise SimproDataError(f"{where}: item {index} is {kind}, not an object")
+    return body
+
+
+def _int_header(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def _simpro_message(response: httpx.Response) -> str:
+    """Simpro's own words from an error body (`{"errors": [{"message": ...}]}` or similar)."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:200] if text and not text.startswith("<") else "no details"
+    messages: list[str] = []
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list):
+            for error in errors:
+                if isinstance(error, dict) and error.get("message"):
+                    path = f"{error['path']}: " if error.get("path") else ""
+                    messages.append(f"{path}{error['message']}")
+        for key in ("message", "error_description", "error"):
+            if not messages and isinstance(body.get(key), str):
+                messages.append(body[key])
+    return "; ".join(messages)[:300] or "no details"
