@@ -43,10 +43,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except ConfigError as exc:
-        err_console.print(f"[red]Configuration error:[/] {exc}", highlight=False)
+        err_console.print(f"[red]Configuration error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except SimproCounterError as exc:
-        err_console.print(f"[red]Error:[/] {exc}", highlight=False)
+        err_console.print(f"[red]Error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]Interrupted; nothing was published.[/]")

@@ -7,7 +7,8 @@ proves itself at the end: the distinct invoice IDs it holds must match Simpro's
 `Result-Total`, and every page must have been answered against that same total. When
 either check fails, the ranges that may have moved are re-read by ID range (stable under
 change), and any remaining difference is located by comparing per-range counts, halving
-the ranges until it is found. A scan that cannot close the gap within `max_rounds` raises
+the ranges until it is found. Invoices changed meanwhile (moved to another customer) are
+caught up through `If-Modified-Since`. A scan that cannot close the gap within `max_rounds` raises
 :class:`ScanIncompleteError`; a partial count is never returned.
 """
 
@@ -171,6 +172,8 @@ class _Scan:
         requests_before = self.client.stats.requests
         retries_before = self.client.stats.retries
         marks, cursor = await self._read_all_pages()
+        if cursor is not None:
+            await self._catch_up(cursor)
         total = await self.client.count(INVOICES)
         moved = any(mark.total != total for mark in marks)
         suspect = _moved_ranges(marks, total) if moved else []
@@ -221,6 +224,21 @@ class _Scan:
                 marks.append(_PageMark(min(ids), page.total))
             self.observer.page_done(len(page.records))
         return marks, cursor
+
+    async def _catch_up(self, cursor: str) -> None:
+        """Apply invoices changed since the scan began (e.g. moved to another customer).
+
+        Costs one request when nothing changed. A build that ignores `If-Modified-Since`
+        answers with every invoice; that is noticed on the first page and not read further.
+        """
+        async for page in self.client.pages(
+            INVOICES, columns=SCAN_COLUMNS, params={"orderby": "ID"}, if_modified_since=cursor
+        ):
+            if page.number == 1 and (page.total or 0) >= max(len(self.ledger.customer_of), 1):
+                return
+            for record in page.records:
+                self.ledger.apply(record, f"invoices changed since {cursor}")
+                self.reconciled += 1
 
     async def _reread(self, ranges: list[IdRange]) -> None:
         await asyncio.gather(*(self._refetch(id_range) for id_range in ranges))

@@ -63,13 +63,16 @@ class ClientCredentialsAuth(httpx.Auth):
                 token = self._valid_token()
                 if token is None:
                     response = yield self._token_request()
+                    await response.aread()
                     token = self._accept(response)
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == httpx.codes.UNAUTHORIZED:
+            await response.aread()
             async with self._lock:
                 if self._token == token:
                     token_response = yield self._token_request()
+                    await token_response.aread()
                     token = self._accept(token_response)
                 else:
                     token = self._token or token

@@ -1,0 +1,41 @@
+"""A fake Simpro REST API with seeded data and known ground truth.
+
+Use `Simulator(config).transport()` in-process with httpx, `running_simulator()`
+for real HTTP in tests, and `serve()` for a standalone demo server.
+
+Choices where Simpro's behaviour is unknown or ambiguous:
+- Result-Pages is 0 when no record matches (ceil(0 / pageSize)).
+- If-Modified-Since returns records whose DateModified is at or after the date
+  sent (>=, at 1 s resolution), and mutations stamp the current second, so a client
+  that sends back the Date of its last response never misses a change; it may see
+  a record changed in that same second twice. With no match the answer is 304 or
+  200 [] (config.not_modified_status). Deleted records just disappear.
+- The rate limit and injected faults apply to /api/v1.0/ only; /oauth2/token gets
+  latency but is never limited or faulted; /__ endpoints get neither.
+- A "drop" fault sends headers and part of the body, then closes the connection
+  (in-process: httpx.RemoteProtocolError); a "slow" one ends early if the client
+  hangs up. The in-process transport honours the read timeout (httpx.ReadTimeout).
+"""
+
+from .config import FAULT_KINDS, SimulatorConfig
+from .dataset import Dataset
+from .limits import FaultInjector, LatencyModel, TokenBucket
+from .server import RunningSimulator, running_simulator, serve
+from .simulator import Simulator
+from .stats import RequestStats
+from .truth import Truth
+
+__all__ = [
+    "FAULT_KINDS",
+    "Dataset",
+    "FaultInjector",
+    "LatencyModel",
+    "RequestStats",
+    "RunningSimulator",
+    "Simulator",
+    "SimulatorConfig",
+    "TokenBucket",
+    "Truth",
+    "running_simulator",
+    "serve",
+]

@@ -1,0 +1,51 @@
+"""Assembly of the Starlette application for one simulated build."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .api import SimproApi
+from .auth import token_endpoint
+from .control import control_routes
+from .gate import GateParts, SimproGate
+
+if TYPE_CHECKING:
+    from .simulator import Simulator
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # Unknown paths and wrong methods answer in Simpro's error shape, not plain text.
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "Internal Server Error"
+    return JSONResponse({"errors": [{"message": detail}]}, status_code=status)
+
+
+def build_app(simulator: Simulator) -> Starlette:
+    api = SimproApi(simulator.dataset, simulator.config, simulator.clock)
+    routes = [
+        Route("/api/v1.0/{rest:path}", api.handle, methods=["GET"]),
+        Route("/oauth2/token", token_endpoint(simulator.auth), methods=["POST"]),
+        *control_routes(simulator.dataset, simulator.faults, simulator.stats),
+    ]
+    parts = GateParts(
+        stats=simulator.stats,
+        hooks=simulator.hooks,
+        limiter=simulator.limiter,
+        latency=simulator.latency,
+        faults=simulator.faults,
+        authenticator=simulator.auth,
+        slow_seconds=simulator.config.slow_seconds,
+        clock=simulator.clock,
+    )
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(SimproGate, parts=parts)],
+        exception_handlers={HTTPException: _http_error},
+    )

@@ -1,0 +1,48 @@
+"""Configuration of one simulated Simpro build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Every fault the simulator knows how to inject; see limits.FaultInjector and gate.SimproGate.
+FAULT_KINDS: tuple[str, ...] = ("5xx", "drop", "slow", "truncated", "429")
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """What the fake build holds and how badly it behaves."""
+
+    invoices: int = 2000
+    customers: int = 400
+    seed: int = 1
+    rate: float = 10.0  # requests/second for the whole build; 0 = unlimited
+    latency: float = 0.0  # mean seconds added to each Simpro API answer (jitter +-10%, seeded)
+    fault_rate: float = 0.0  # probability that a Simpro API request gets a fault
+    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    slow_seconds: float = 5.0  # how long a "slow" fault stalls before answering
+    api_key: str = "demo-key"
+    client_id: str = "demo-client"
+    client_secret: str = "demo-secret"
+    token_lifetime: int = 3600  # seconds an OAuth2 access token stays valid
+    company_ids: tuple[int, ...] = (0,)
+    not_modified_status: int = 304  # If-Modified-Since with no changes: 304, or 200 with []
+
+    def __post_init__(self) -> None:
+        # Fail at construction rather than with a confusing error mid-request.
+        if self.invoices < 0 or self.customers < 0:
+            raise ValueError("invoices and customers must be >= 0")
+        if self.invoices > 0 and self.customers == 0:
+            raise ValueError("invoices need at least one customer")
+        if self.rate < 0 or self.latency < 0 or self.slow_seconds < 0:
+            raise ValueError("rate, latency and slow_seconds must be >= 0")
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ValueError("fault_rate must be within [0, 1]")
+        unknown = [kind for kind in self.fault_kinds if kind not in FAULT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown fault kinds: {unknown}; known: {FAULT_KINDS}")
+        if not self.company_ids or len(set(self.company_ids)) != len(self.company_ids):
+            raise ValueError("company_ids must be non-empty and distinct")
+        if self.not_modified_status not in (200, 304):
+            raise ValueError("not_modified_status must be 200 or 304")
+        if self.token_lifetime <= 0:
+            raise ValueError("token_lifetime must be > 0")

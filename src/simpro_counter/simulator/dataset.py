@@ -1,0 +1,197 @@
+"""The simulated build's mutable state: records, their rendered rows, mutations, truth."""
+
+from __future__ import annotations
+
+import gc
+import random
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from .generate import Records, generate
+from .records import BUILD_TZ, Customer, Invoice, Renderer, WorkItem, to_cents
+from .table import Row, Table
+from .truth import Truth, compute_truth
+
+Clock = Callable[[], float]
+
+
+class Dataset:
+    """Seeded records of the first company, changeable while the simulator serves them.
+
+    Every mutation sets DateModified to the current second of `clock` and is visible
+    to the next request and to truth() at once. All access goes through `lock`
+    because tests mutate from their own thread while uvicorn serves from another.
+    """
+
+    def __init__(self, records: Records, *, clock: Clock, seed: int) -> None:
+        self.lock = threading.RLock()
+        self._clock = clock
+        self._rng = random.Random(f"simpro-mutations:{seed}")
+        self._customers: dict[int, Customer] = {c.id: c for c in records.customers}
+        self._invoices: dict[int, Invoice] = {i.id: i for i in records.invoices}
+        self._render = Renderer(self._customers)
+        # IDs are never reused after a delete, like a database sequence.
+        self._last_invoice_id = max(self._invoices, default=10000)
+        self.tables: Mapping[str, Table] = {
+            "invoices": Table(self._invoice_row(i) for i in records.invoices),
+            "customers": Table(self._customer_row(c) for c in records.customers),
+            "jobs": Table(self._work_row(j) for j in records.jobs),
+            "quotes": Table(self._work_row(q) for q in records.quotes),
+        }
+
+    @classmethod
+    def generate(cls, *, invoices: int, customers: int, seed: int, clock: Clock) -> Dataset:
+        with _gc_paused():
+            today = build_date(clock())
+            records = generate(invoices=invoices, customers=customers, seed=seed, today=today)
+            return cls(records, clock=clock, seed=seed)
+
+    # -- reading -------------------------------------------------------------------
+
+    def truth(self) -> Truth:
+        with self.lock:
+            return compute_truth(
+                self._invoices.values(),
+                self._customers.values(),
+                len(self.tables["jobs"]),
+                len(self.tables["quotes"]),
+            )
+
+    def invoice_ids(self) -> list[int]:
+        with self.lock:
+            return list(self.tables["invoices"].ids())
+
+    def invoice(self, invoice_id: int) -> Invoice:
+        with self.lock:
+            return self._invoices[invoice_id]
+
+    def customer_ids(self) -> list[int]:
+        with self.lock:
+            return sorted(self._customers)
+
+    # -- mutations -----------------------------------------------------------------
+
+    def add_invoice(
+        self,
+        customer_id: int | None = None,
+        total_ex_tax: Decimal | None = None,
+        *,
+        without_customer: bool = False,
+    ) -> int:
+        """Create a TaxInvoice issued today; returns its ID.
+
+        customer_id None picks a random existing customer (without_customer=True
+        makes an invoice whose Customer is null instead).
+        """
+        with self.lock:
+            if without_customer:
+                owner = None
+            elif customer_id is None:
+                owner = self._rng.choice(sorted(self._customers))
+            else:
+                owner = self._existing_customer(customer_id)
+            now = self._now()
+            invoice = Invoice(
+                id=self._last_invoice_id + 1,
+                type="TaxInvoice",
+                customer_id=owner,
+                job=None,
+                ex_tax=self._random_amount() if total_ex_tax is None else to_cents(total_ex_tax),
+                amount_applied=0,
+                stage="Approved",
+                date_issued=build_date(now),
+                date_modified=now,
+                id_as_string=self._rng.random() < 0.05,
+                customer_id_as_string=self._rng.random() < 0.05,
+            )
+            self._last_invoice_id = invoice.id
+            self._store(invoice)
+            return invoice.id
+
+    def update_invoice(
+        self,
+        invoice_id: int,
+        *,
+        customer_id: int | Literal["keep"] | None = "keep",
+        total_ex_tax: Decimal | None = None,
+    ) -> None:
+        """Change an invoice's customer (None = no customer) and/or its total."""
+        with self.lock:
+            invoice = self._existing_invoice(invoice_id)
+            now = self._now()
+            if customer_id != "keep":
+                owner = None if customer_id is None else self._existing_customer(customer_id)
+                invoice = replace(invoice, customer_id=owner, job=None)
+            if total_ex_tax is not None:
+                invoice = invoice.with_total(to_cents(total_ex_tax), now)
+            self._store(replace(invoice, date_modified=now))
+
+    def delete_invoice(self, invoice_id: int) -> None:
+        # Simpro lists do not show deletions, even with If-Modified-Since: the record
+        # is simply gone (webhooks are how a client learns about it).
+        with self.lock:
+            self._existing_invoice(invoice_id)
+            del self._invoices[invoice_id]
+            self.tables["invoices"].remove(invoice_id)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _now(self) -> int:
+        # Whole seconds: HTTP dates (If-Modified-Since, Date) have 1 s resolution.
+        return int(self._clock())
+
+    def _random_amount(self) -> int:
+        return self._rng.randint(5_000, 500_000)  # cents
+
+    def _existing_customer(self, customer_id: int) -> int:
+        if customer_id not in self._customers:
+            raise KeyError(f"customer {customer_id} not found")
+        return customer_id
+
+    def _existing_invoice(self, invoice_id: int) -> Invoice:
+        invoice = self._invoices.get(invoice_id)
+        if invoice is None:
+            raise KeyError(f"invoice {invoice_id} not found")
+        return invoice
+
+    def _store(self, invoice: Invoice) -> None:
+        self._invoices[invoice.id] = invoice
+        self.tables["invoices"].put(self._invoice_row(invoice))
+
+    def _invoice_row(self, invoice: Invoice) -> Row:
+        summary, detail = self._render.invoice(invoice)
+        return Row(invoice.id, invoice.date_modified, summary, detail)
+
+    def _work_row(self, item: WorkItem) -> Row:
+        summary, detail = self._render.work(item)
+        return Row(item.id, item.date_modified, summary, detail)
+
+    def _customer_row(self, customer: Customer) -> Row:
+        summary, detail = self._render.customer(customer)
+        return Row(customer.id, customer.date_modified, summary, detail, kind=customer.kind)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while building the data set.
+
+    Hundreds of thousands of new (acyclic) dicts trigger repeated full collections
+    that would double generation time; nothing collectable is created meanwhile.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def build_date(epoch_seconds: float) -> date:
+    """The calendar day in the build's time zone at that instant."""
+    return datetime.fromtimestamp(epoch_seconds, BUILD_TZ).date()

@@ -1,0 +1,108 @@
+"""Answering a list query against a table: filter, order, paginate, project."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from .query import Filter, ListQuery
+from .records import JsonDict, pick
+from .table import Row, Table
+
+_RANGE_OPS = frozenset({"eq", "gt", "ge", "lt", "le", "between"})
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[JsonDict]
+    total: int  # Result-Total: records matching, over all pages
+    pages: int  # Result-Pages: ceil(total / page size); 0 when nothing matches
+    count: int  # Result-Count: records in this page
+
+
+def _id_bounds(filters: Sequence[Filter]) -> tuple[int | None, int | None, list[Filter]]:
+    """Fold numeric ID comparisons into an inclusive [low, high] range.
+
+    Returns the range and the filters it could not express, so that the common
+    `ID=gt(x)` paging pattern costs a bisect instead of a scan.
+    """
+    low: int | None = None
+    high: int | None = None
+    rest: list[Filter] = []
+    for flt in filters:
+        numeric = all(kind == 0 for kind, _ in flt.args)
+        if flt.path != "ID" or not numeric or flt.op not in _RANGE_OPS:
+            rest.append(flt)
+            continue
+        values = [Decimal(value) for _, value in flt.args]
+        floor = [int(v.to_integral_value(ROUND_FLOOR)) for v in values]
+        ceil = [int(v.to_integral_value(ROUND_CEILING)) for v in values]
+        lo: int | None = None
+        hi: int | None = None
+        if flt.op == "eq":
+            lo, hi = ceil[0], floor[0]
+        elif flt.op == "gt":
+            lo = floor[0] + 1
+        elif flt.op == "ge":
+            lo = ceil[0]
+        elif flt.op == "lt":
+            hi = ceil[0] - 1
+        elif flt.op == "le":
+            hi = floor[0]
+        else:  # between, inclusive
+            lo, hi = ceil[0], floor[1]
+        if lo is not None:
+            low = lo if low is None else max(low, lo)
+        if hi is not None:
+            high = hi if high is None else min(high, hi)
+    return low, high, rest
+
+
+def _candidates(table: Table, query: ListQuery) -> tuple[Sequence[Row], list[Filter]]:
+    """Rows in answer order that may match, and the filters still to check on them."""
+    if query.order or query.match_any:
+        return table.sorted_by(query.order), list(query.filters)
+    low, high, rest = _id_bounds(query.filters)
+    ids = table.ids()
+    start = 0 if low is None else bisect_left(ids, low)
+    stop = len(ids) if high is None else bisect_right(ids, high)
+    rows = table.ordered()
+    return (rows[start:stop] if start < stop else []), rest
+
+
+def list_page(
+    table: Table,
+    query: ListQuery,
+    *,
+    kind: str | None = None,
+    modified_since: int | None = None,
+) -> Page:
+    """One page of `table` as Simpro lists it.
+
+    kind: only rows of that kind (the customers/companies and /individuals views).
+    modified_since: If-Modified-Since in epoch seconds; rows modified at or after it
+    pass: >= rather than strictly after, see SimproApi._list for why.
+    """
+    rows, filters = _candidates(table, query)
+    # One pass per condition: plain comprehensions are the fastest scan Python has.
+    if kind is not None:
+        rows = [row for row in rows if row.kind == kind]
+    if modified_since is not None:
+        rows = [row for row in rows if row.modified >= modified_since]
+    if filters and query.match_any:
+        rows = [row for row in rows if any(f.matches(row.keys(f.path)) for f in filters)]
+    else:
+        for flt in filters:
+            rows = [row for row in rows if flt.matches(row.keys(flt.path))]
+    total = len(rows)
+    start = (query.page - 1) * query.page_size
+    chosen = rows[start : start + query.page_size]
+    if query.columns is None:
+        items = [dict(row.summary) for row in chosen]
+    else:
+        items = [pick(row.detail, query.columns) for row in chosen]
+    pages = math.ceil(total / query.page_size)
+    return Page(items=items, total=total, pages=pages, count=len(items))

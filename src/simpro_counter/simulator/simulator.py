@@ -1,0 +1,58 @@
+"""The Simulator: one fake Simpro build with seeded data and known ground truth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+from starlette.applications import Starlette
+
+from .app import build_app
+from .auth import Authenticator, Credentials
+from .config import SimulatorConfig
+from .dataset import Dataset
+from .limits import FaultInjector, LatencyModel, TokenBucket
+from .stats import RequestStats
+from .transport import SimulatorTransport
+from .truth import Truth
+
+
+class Simulator:
+    """A simulated build: data, behaviour knobs, statistics and the ASGI app serving them.
+
+    clock: wall-clock seconds used for DateModified, Date headers and token expiry;
+    tests inject a fake one to expire tokens or control timestamps without sleeping.
+
+    hooks are called synchronously, in the thread serving the request, at the start
+    of every Simpro API request (/api/v1.0/... and /oauth2/token) with its running
+    number, which is stats.total after counting it (so it restarts after a reset).
+    """
+
+    def __init__(self, config: SimulatorConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.dataset = Dataset.generate(
+            invoices=config.invoices, customers=config.customers, seed=config.seed, clock=clock
+        )
+        self.faults = FaultInjector(config.fault_rate, config.fault_kinds, config.seed)
+        self.stats = RequestStats()
+        self.hooks: list[Callable[[int], None]] = []
+        self.limiter = TokenBucket(config.rate)
+        self.latency = LatencyModel(config.latency, config.seed)
+        self.auth = Authenticator(
+            Credentials(
+                api_key=config.api_key,
+                client_id=config.client_id,
+                client_secret=config.client_secret,
+                token_lifetime=config.token_lifetime,
+            ),
+            clock,
+        )
+        self.app: Starlette = build_app(self)
+
+    def truth(self) -> Truth:
+        return self.dataset.truth()
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return SimulatorTransport(self.app)

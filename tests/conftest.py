@@ -1,0 +1,59 @@
+"""Shared fixtures: the Simpro simulator in-process and over real HTTP, and fast retries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import stamina
+
+from simpro_counter.settings import SimproConfig
+from simpro_counter.simpro import SimproClient
+from simpro_counter.simulator import (
+    RunningSimulator,
+    Simulator,
+    SimulatorConfig,
+    running_simulator,
+)
+
+SIM_URL = "http://simpro.test"
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries() -> Iterator[None]:
+    # Backoff waits off; each request still gets the attempts its config allows (up to 10).
+    with stamina.set_testing(True, attempts=10, cap=True):
+        yield
+
+
+def client_config(base_url: str = SIM_URL, **overrides: object) -> SimproConfig:
+    """A client config for tests: the simulator's key, no rate limit to speak of."""
+    values: dict[str, object] = {
+        "base_url": base_url,
+        "api_key": "demo-key",
+        "rate_limit": 1000.0,
+        "timeout": 2.0,
+        "retry_attempts": 8,
+        "retry_timeout": 30.0,
+    }
+    values.update(overrides)
+    return SimproConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def simulator() -> Simulator:
+    return Simulator(SimulatorConfig(invoices=1200, customers=300, seed=3, rate=0))
+
+
+@pytest.fixture
+async def client(simulator: Simulator) -> AsyncIterator[SimproClient]:
+    async with SimproClient(client_config(), transport=simulator.transport()) as client:
+        yield client
+
+
+@pytest.fixture
+def live_simulator() -> Iterator[RunningSimulator]:
+    """The simulator under uvicorn on a free loopback port, stopped after the test."""
+    config = SimulatorConfig(invoices=1500, customers=350, seed=5, rate=0, slow_seconds=1.0)
+    with running_simulator(config) as running:
+        yield running

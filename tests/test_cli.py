@@ -1,0 +1,126 @@
+"""The `simpro-counter` command, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from simpro_counter.simulator import RunningSimulator
+
+CLI = [sys.executable, "-m", "simpro_counter"]
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIMPRO_")}
+    env.update(values)
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        CLI + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_refresh_json_prints_the_exact_count(
+    live_simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    env = _env(SIMPRO_BASE_URL=live_simulator.url, SIMPRO_API_KEY="demo-key")
+    result = _run(["refresh", "--json"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    truth = live_simulator.simulator.truth()
+    assert report["count"] == truth.customers
+    assert report["totalInvoices"] == truth.invoices
+    assert {"pages", "requests", "retries", "duration"} <= set(report)
+    assert isinstance(report["duration"], float)
+
+
+def test_refresh_without_configuration_fails_with_one_line(tmp_path: Path) -> None:
+    result = _run(["refresh"], _env(), tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "SIMPRO_BASE_URL is not set" in lines[0]
+    assert "simpro-counter demo" in lines[0]
+
+
+def test_refresh_with_a_wrong_key_fails_fast(
+    live_simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    env = _env(SIMPRO_BASE_URL=live_simulator.url, SIMPRO_API_KEY="wrong")
+    started = time.monotonic()
+    result = _run(["refresh", "--json"], env, tmp_path)
+    assert result.returncode == 1
+    assert "401 Unauthorized" in result.stderr
+    assert "check SIMPRO_API_KEY" in result.stderr
+    assert "wrong" not in result.stderr  # the key itself is never printed
+    assert time.monotonic() - started < 30
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def simulate_process(tmp_path: Path) -> Iterator[str]:
+    """`simpro-counter simulate` as its own process, stopped by its PID."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [*CLI, "simulate", "--port", str(port), "--invoices", "800", "--rate", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/__truth", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("simpro-counter simulate did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_simulate_serves_a_build_that_refresh_counts(simulate_process: str, tmp_path: Path) -> None:
+    truth = httpx.get(f"{simulate_process}/__truth").json()
+    assert truth["invoices"] == 800
+    env = _env(SIMPRO_BASE_URL=simulate_process, SIMPRO_API_KEY="demo-key")
+    result = _run(["refresh", "--json"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["count"] == truth["customers"]
+
+
+def test_demo_counts_the_simulated_build_exactly(tmp_path: Path) -> None:
+    result = _run(
+        ["demo", "--invoices", "900", "--latency", "0.01", "--fault-rate", "0.1"],
+        _env(),
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Clients Served" in result.stdout
+    assert "exact" in result.stdout
