@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ CHANGES = st.lists(
 
 
 @settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("SCAN_PROPERTY_EXAMPLES", "80")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -52,8 +53,8 @@ def test_scan_is_exact_or_fails_cleanly(
     simulator.faults.kinds = ("5xx", "drop", "truncated", "429")
     simulator.faults.schedule.extend(faults)
     simulator.faults.rate = fault_rate
-    # Changes land while pages are being read (the first `pages` requests are all page
-    # reads, retries or not); the scan must then end with the data as it stands.
+    # Changes land while pages are being read (the first `pages` requests are page reads
+    # or the snapshot, retries or not); the scan must then end with the data as it stands.
     pages = max(1, math.ceil(invoices / page_size))
     planned: dict[int, list[str]] = {}
     for share, action in changes:

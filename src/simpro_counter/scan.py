@@ -1,21 +1,31 @@
 """The exact full scan: every invoice read once, unique customers counted, completeness proven.
 
 Pages are read concurrently by page number (ordered by ID), which is fast but not stable
-when invoices are added or deleted meanwhile: a deletion shifts later records one place
-towards the front, so a record can slip past a page boundary unseen. The scan therefore
-proves itself at the end: the distinct invoice IDs it holds must match Simpro's
-`Result-Total`, and every page must have been answered against that same total. When
-either check fails, the ranges that may have moved are re-read by ID range (stable under
-change), and any remaining difference is located by comparing per-range counts, halving
-the ranges until it is found. Invoices changed meanwhile (moved to another customer) are
-caught up through `If-Modified-Since`. A scan that cannot close the gap within `max_rounds` raises
-:class:`ScanIncompleteError`; a partial count is never returned.
+under change: deleting an invoice shifts every later record one place towards the front,
+so a record can slip past a page boundary unseen. (New invoices get the highest IDs, so
+they only ever append.) The scan is built so that such a loss is always detected:
+
+1. Page 1 and a snapshot (the total and the newest invoice ID, from one answer) are read
+   together. The other pages are read after both, as pages of `ID > last ID of page 1`,
+   so nothing that happens to page 1's invoices can shift them.
+2. Invoices changed meanwhile (created, or moved to another customer) are caught up with
+   one `If-Modified-Since` request, and Simpro's total is read again.
+3. Invoices deleted meanwhile are counted: total at the snapshot + invoices created since
+   (IDs above the snapshot's newest) - total at the end. If any were, every page's ID
+   range is re-read by ID filter, which does not shift under change.
+4. The distinct invoice IDs held must then equal Simpro's `Result-Total`; a remaining
+   difference is located by comparing per-range counts, halving the ranges until the
+   differing ones are small enough to re-read.
+
+A scan that cannot close the gap within `max_rounds` raises :class:`ScanIncompleteError`;
+a partial count is never returned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +33,7 @@ from typing import Any, Protocol
 
 from simpro_counter.errors import ScanIncompleteError, SimproDataError
 from simpro_counter.simpro import SimproClient, parse_id
-from simpro_counter.simpro.client import Params, Record
+from simpro_counter.simpro.client import Page, Params, Record
 
 INVOICES = "invoices"
 SCAN_COLUMNS = ("ID", "Customer")
@@ -131,12 +141,6 @@ def range_filter(id_range: IdRange) -> dict[str, str]:
     return {"ID": f"between({lo},{hi})"}
 
 
-@dataclass(frozen=True)
-class _PageMark:
-    first_id: int
-    total: int | None
-
-
 class _NullObserver:
     def started(self, pages: int | None, records: int | None) -> None:
         pass
@@ -171,14 +175,13 @@ class _Scan:
         started = time.monotonic()
         requests_before = self.client.stats.requests
         retries_before = self.client.stats.retries
-        marks, cursor = await self._read_all_pages()
-        if cursor is not None:
-            await self._catch_up(cursor)
-        total = await self.client.count(INVOICES)
-        moved = any(mark.total != total for mark in marks)
-        suspect = _moved_ranges(marks, total) if moved else []
+        marks, cursor, (total_at_start, newest_at_start) = await self._read_all_pages()
+        total, _ = await asyncio.gather(self.client.count(INVOICES), self._catch_up(cursor))
+        created = sum(1 for invoice_id in self.ledger.customer_of if invoice_id > newest_at_start)
+        deleted = total_at_start + created - total
+        reread_all = deleted > 0
         rounds = 0
-        while suspect or len(self.ledger.customer_of) != total:
+        while reread_all or len(self.ledger.customer_of) != total:
             if rounds == self.max_rounds:
                 raise ScanIncompleteError(
                     f"invoices kept changing while they were counted: after {rounds} "
@@ -186,10 +189,12 @@ class _Scan:
                     f"but Simpro reports {total}; the previous count is kept"
                 )
             rounds += 1
-            if suspect:
-                self.observer.reconciling("invoices changed during the scan: re-reading")
-                await self._reread(suspect)
-                suspect = []
+            if reread_all:
+                self.observer.reconciling(
+                    f"{deleted} invoice(s) deleted during the scan: re-reading by ID range"
+                )
+                await asyncio.gather(*(self._refetch(r) for r in _page_ranges(marks)))
+                reread_all = False
             else:
                 self.observer.reconciling(
                     f"{len(self.ledger.customer_of)} invoices seen, Simpro reports {total}: "
@@ -209,28 +214,59 @@ class _Scan:
             cursor=cursor,
         )
 
-    async def _read_all_pages(self) -> tuple[list[_PageMark], str | None]:
-        marks: list[_PageMark] = []
-        cursor: str | None = None
-        async for page in self.client.pages(
-            INVOICES, columns=SCAN_COLUMNS, params={"orderby": "ID"}
-        ):
-            if page.number == 1:
-                cursor = page.date
-                self.observer.started(page.page_count, page.total)
-            self.pages += 1
-            ids = [self.ledger.apply(r, f"invoices page {page.number}") for r in page.records]
-            if ids:
-                marks.append(_PageMark(min(ids), page.total))
-            self.observer.page_done(len(page.records))
-        return marks, cursor
+    async def _snapshot(self) -> tuple[int, int]:
+        """Total invoices and the newest invoice ID, from one answer."""
+        page = await self.client.page(
+            INVOICES, 1, columns=("ID",), params={"orderby": "-ID"}, page_size=1
+        )
+        if page.total is None:
+            raise SimproDataError(
+                "Simpro sent no Result-Total header, so the scan cannot prove it is complete"
+            )
+        if not page.records:
+            return page.total, -1
+        return page.total, parse_id(page.records[0].get("ID"), what="newest invoice: invoice ID")
 
-    async def _catch_up(self, cursor: str) -> None:
+    async def _read_all_pages(self) -> tuple[list[int], str | None, tuple[int, int]]:
+        """Every page once: the first ID of each page, the cursor, and the snapshot."""
+        size = self.client.config.page_size
+        first, snapshot = await asyncio.gather(
+            self.client.page(INVOICES, 1, columns=SCAN_COLUMNS, params={"orderby": "ID"}),
+            self._snapshot(),
+        )
+        total_at_start = snapshot[0]
+        self.observer.started(max(1, math.ceil(total_at_start / size)), total_at_start)
+        marks: list[int] = []
+        last_id = self._take(first, marks, "invoices page 1")
+        if last_id is not None and len(first.records) >= size:
+            rest = max(1, math.ceil((total_at_start - len(first.records)) / size))
+            async for page in self.client.pages(
+                INVOICES,
+                columns=SCAN_COLUMNS,
+                params={"orderby": "ID", "ID": f"gt({last_id})"},
+                page_count_hint=rest,
+            ):
+                self._take(page, marks, f"invoices after ID {last_id}, page {page.number}")
+        return marks, first.date, snapshot
+
+    def _take(self, page: Page, marks: list[int], where: str) -> int | None:
+        """Apply a page to the ledger; its highest invoice ID (None when empty)."""
+        self.pages += 1
+        ids = [self.ledger.apply(record, where) for record in page.records]
+        self.observer.page_done(len(page.records))
+        if not ids:
+            return None
+        marks.append(min(ids))
+        return max(ids)
+
+    async def _catch_up(self, cursor: str | None) -> None:
         """Apply invoices changed since the scan began (e.g. moved to another customer).
 
         Costs one request when nothing changed. A build that ignores `If-Modified-Since`
         answers with every invoice; that is noticed on the first page and not read further.
         """
+        if cursor is None:
+            return
         async for page in self.client.pages(
             INVOICES, columns=SCAN_COLUMNS, params={"orderby": "ID"}, if_modified_since=cursor
         ):
@@ -239,9 +275,6 @@ class _Scan:
             for record in page.records:
                 self.ledger.apply(record, f"invoices changed since {cursor}")
                 self.reconciled += 1
-
-    async def _reread(self, ranges: list[IdRange]) -> None:
-        await asyncio.gather(*(self._refetch(id_range) for id_range in ranges))
 
     async def _refetch(self, id_range: IdRange) -> None:
         records: list[Record] = []
@@ -268,23 +301,12 @@ class _Scan:
         )
 
 
-def _moved_ranges(marks: list[_PageMark], total: int) -> list[IdRange]:
-    """The ID ranges that may hold records which slipped past a page boundary.
-
-    The ID line is cut at the first ID of every page. A page answered against another
-    `Result-Total` than the final one was read before (or during) a change, so its range and
-    the one before it are re-read; the open-ended last range always is, for new invoices.
-    """
-    starts = sorted({mark.first_id for mark in marks})
+def _page_ranges(first_ids: list[int]) -> list[IdRange]:
+    """The ID line cut at the first ID of every page: ranges of about one page each."""
+    starts = sorted(set(first_ids))
     if not starts:
         return [(None, None)]
-    bounds: list[IdRange] = [
+    return [
         (None if i == 0 else start, None if i == len(starts) - 1 else starts[i + 1] - 1)
         for i, start in enumerate(starts)
     ]
-    suspect = {len(bounds) - 1}
-    for mark in marks:
-        if mark.total != total:
-            index = bisect.bisect_right(starts, mark.first_id) - 1
-            suspect.update({max(index - 1, 0), index})
-    return [bounds[i] for i in sorted(suspect)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -147,16 +147,19 @@ class SimproClient:
         params: Params | None = None,
         page_size: int | None = None,
         if_modified_since: str | None = None,
+        page_count_hint: int | None = None,
     ) -> AsyncIterator[Page]:
         """Every page of a list, in completion order (not page order).
 
-        The first page is fetched alone; once it reveals `Result-Pages` the rest are fetched
+        Page 1 is fetched alone; once it reveals `Result-Pages` the rest are fetched
         concurrently under the rate limit. Without `Result-Pages`, pages are read one after
-        another until a short page.
+        another until a short page. A caller that already knows about how many pages there
+        are (`page_count_hint`) saves that first round trip: pages 1 to the hint are
+        fetched concurrently at once, and any beyond it that the answers reveal after.
         """
         size = page_size or self.config.page_size
 
-        def fetch(number: int) -> Awaitable[Page]:
+        def fetch(number: int) -> Coroutine[Any, Any, Page]:
             return self.page(
                 resource,
                 number,
@@ -166,6 +169,24 @@ class SimproClient:
                 if_modified_since=if_modified_since,
             )
 
+        if page_count_hint:
+            last_seen: Page | None = None
+            reported = 0
+            async for page in self._concurrently(range(1, page_count_hint + 1), fetch):
+                reported = max(reported, page.page_count or 0)
+                if page.number == page_count_hint:
+                    last_seen = page
+                yield page
+            if reported > page_count_hint:
+                async for page in self._concurrently(
+                    range(page_count_hint + 1, reported + 1), fetch
+                ):
+                    yield page
+            elif not reported and last_seen is not None:
+                async for page in self._one_after_another(last_seen, size, fetch):
+                    yield page
+            return
+
         first = await fetch(1)
         yield first
         if first.not_modified:
@@ -174,7 +195,14 @@ class SimproClient:
             async for page in self._concurrently(range(2, first.page_count + 1), fetch):
                 yield page
             return
-        page = first
+        async for page in self._one_after_another(first, size, fetch):
+            yield page
+
+    @staticmethod
+    async def _one_after_another(
+        page: Page, size: int, fetch: Callable[[int], Awaitable[Page]]
+    ) -> AsyncIterator[Page]:
+        """Without `Result-Pages`: the next page while the last one was full."""
         while len(page.records) >= size:
             page = await fetch(page.number + 1)
             yield page
