@@ -60,8 +60,8 @@ async def test_the_token_bucket_keeps_under_the_builds_rate_limit() -> None:
         elapsed = time.monotonic() - started
     assert len(records) == 1000
     assert client.stats.by_status.get(429, 0) == 0
-    # 34 requests at 20/s with a burst of 10 cannot finish faster than (34 - 10) / 20 s.
-    assert elapsed >= (34 - 10) / 20 * 0.9
+    # 34 requests at 20/s with a burst of 16 (0.8 s) cannot finish faster than (34 - 16) / 20 s.
+    assert elapsed >= (34 - 16) / 20 * 0.9
 
 
 async def test_429_without_retry_after_is_retried() -> None:

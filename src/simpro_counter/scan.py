@@ -5,9 +5,10 @@ under change: deleting an invoice shifts every later record one place towards th
 so a record can slip past a page boundary unseen. (New invoices get the highest IDs, so
 they only ever append.) The scan is built so that such a loss is always detected:
 
-1. Page 1 and a snapshot (the total and the newest invoice ID, from one answer) are read
-   together. The other pages are read after both, as pages of `ID > last ID of page 1`,
-   so nothing that happens to page 1's invoices can shift them.
+1. Page 1 and the page of newest invoices (ordered by -ID) are read together; the latter
+   is the snapshot: the total and the newest invoice ID from one answer. The pages in
+   between are read after both, as pages of an ID range, so nothing that happens at
+   either end can shift them.
 2. Invoices changed meanwhile (created, or moved to another customer) are caught up with
    one `If-Modified-Since` request, and Simpro's total is read again.
 3. Invoices deleted meanwhile are counted: total at the snapshot + invoices created since
@@ -214,50 +215,50 @@ class _Scan:
             cursor=cursor,
         )
 
-    async def _snapshot(self) -> tuple[int, int]:
-        """Total invoices and the newest invoice ID, from one answer."""
-        page = await self.client.page(
-            INVOICES, 1, columns=("ID",), params={"orderby": "-ID"}, page_size=1
+    async def _read_all_pages(self) -> tuple[list[int], str | None, tuple[int, int]]:
+        """Every page once: the first ID of each page, the cursor, and the snapshot.
+
+        The snapshot is the page of newest invoices (ordered by -ID): its `Result-Total` and
+        first ID are the total and the newest ID at one instant, and its records are needed
+        anyway. What lies between page 1 and that page is read as pages of an ID range, so
+        changes at either end cannot shift it.
+        """
+        size = self.client.config.page_size
+        first, newest = await asyncio.gather(
+            self.client.page(INVOICES, 1, columns=SCAN_COLUMNS, params={"orderby": "ID"}),
+            self.client.page(INVOICES, 1, columns=SCAN_COLUMNS, params={"orderby": "-ID"}),
         )
-        if page.total is None:
+        if newest.total is None:
             raise SimproDataError(
                 "Simpro sent no Result-Total header, so the scan cannot prove it is complete"
             )
-        if not page.records:
-            return page.total, -1
-        return page.total, parse_id(page.records[0].get("ID"), what="newest invoice: invoice ID")
-
-    async def _read_all_pages(self) -> tuple[list[int], str | None, tuple[int, int]]:
-        """Every page once: the first ID of each page, the cursor, and the snapshot."""
-        size = self.client.config.page_size
-        first, snapshot = await asyncio.gather(
-            self.client.page(INVOICES, 1, columns=SCAN_COLUMNS, params={"orderby": "ID"}),
-            self._snapshot(),
-        )
-        total_at_start = snapshot[0]
+        total_at_start = newest.total
         self.observer.started(max(1, math.ceil(total_at_start / size)), total_at_start)
         marks: list[int] = []
-        last_id = self._take(first, marks, "invoices page 1")
-        if last_id is not None and len(first.records) >= size:
-            rest = max(1, math.ceil((total_at_start - len(first.records)) / size))
+        low = self._take(first, marks, "invoices page 1")
+        newest_ids = self._take(newest, marks, "newest invoices")
+        between = total_at_start - len(first.records) - len(newest.records)
+        if low is not None and newest_ids is not None and between > 0:
+            id_range = f"{low[1] + 1},{newest_ids[0] - 1}"
             async for page in self.client.pages(
                 INVOICES,
                 columns=SCAN_COLUMNS,
-                params={"orderby": "ID", "ID": f"gt({last_id})"},
-                page_count_hint=rest,
+                params={"orderby": "ID", "ID": f"between({id_range})"},
+                page_count_hint=math.ceil(between / size),
             ):
-                self._take(page, marks, f"invoices after ID {last_id}, page {page.number}")
-        return marks, first.date, snapshot
+                self._take(page, marks, f"invoices between({id_range}) page {page.number}")
+        newest_id = -1 if newest_ids is None else newest_ids[1]
+        return marks, first.date, (total_at_start, newest_id)
 
-    def _take(self, page: Page, marks: list[int], where: str) -> int | None:
-        """Apply a page to the ledger; its highest invoice ID (None when empty)."""
+    def _take(self, page: Page, marks: list[int], where: str) -> tuple[int, int] | None:
+        """Apply a page to the ledger; its lowest and highest invoice IDs (None when empty)."""
         self.pages += 1
         ids = [self.ledger.apply(record, where) for record in page.records]
         self.observer.page_done(len(page.records))
         if not ids:
             return None
         marks.append(min(ids))
-        return max(ids)
+        return min(ids), max(ids)
 
     async def _catch_up(self, cursor: str | None) -> None:
         """Apply invoices changed since the scan began (e.g. moved to another customer).

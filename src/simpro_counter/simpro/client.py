@@ -84,9 +84,9 @@ class SimproClient:
             headers={"Accept": "application/json", "User-Agent": "simpro-counter"},
             limits=httpx.Limits(max_connections=config.max_in_flight),
         )
-        # The bucket holds half a second of requests: a scan starts quickly, yet other
-        # integrations sharing the build's limit keep some headroom.
-        burst = max(1.0, config.rate_limit / 2)
+        # The bucket holds 0.8 s of requests: a scan starts quickly, yet other integrations
+        # sharing the build's limit keep some headroom.
+        burst = max(1.0, config.rate_limit * 0.8)
         self._limiter = AsyncLimiter(burst, burst / config.rate_limit)
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
 
