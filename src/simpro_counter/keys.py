@@ -1,0 +1,70 @@
+"""Every Redis key, channel and prefix the service uses, in one place.
+
+The names of the first three keys of a metric are those of the original Next.js version
+(`{prefix}:customer_count`, `..._updated`, `..._lock`), so setting `KEY_PREFIX=fyrup`
+reads and writes the original deployment's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "simpro"
+
+
+@dataclass(frozen=True)
+class MetricKeys:
+    """The keys of one metric (e.g. `customers`) under a prefix."""
+
+    value: str
+    """The value as a decimal string (kept from the original: an integer for counts)."""
+    updated: str
+    """When the value was computed, epoch milliseconds (kept from the original)."""
+    lock: str
+    """The refresh lock: a random token, set NX with a short PX (kept from the original)."""
+    meta: str
+    """JSON: computed_at, ttl, fence and the refresh report of the stored value."""
+    fence: str
+    """INCR counter handing each refresh a fencing token."""
+    published_fence: str
+    """Fencing token of the stored value; an older refresh may not overwrite a newer one."""
+    status: str
+    """JSON: last refresh started/finished, last error."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+
+    def metric(self, metric: str) -> MetricKeys:
+        # `customers` keeps the original's `customer_count` stem; later metrics follow it.
+        stem = f"{self.prefix}:{_STEMS.get(metric, metric + '_value')}"
+        return MetricKeys(
+            value=stem,
+            updated=f"{stem}_updated",
+            lock=f"{stem}_lock",
+            meta=f"{stem}_meta",
+            fence=f"{stem}_fence",
+            published_fence=f"{stem}_published_fence",
+            status=f"{stem}_status",
+        )
+
+    @property
+    def events(self) -> str:
+        """Pub/sub channel: a message `<metric>` each time a value is published."""
+        return f"{self.prefix}:events"
+
+    @property
+    def history(self) -> str:
+        """List of the most recent refreshes (JSON), newest first."""
+        return f"{self.prefix}:refresh_history"
+
+
+_STEMS = {"customers": "customer_count"}
+
+# Seconds a refresh lock lives without a heartbeat: a killed holder frees it this fast.
+LOCK_TTL_SECONDS = 15
+# How often the holder extends the lock while its scan runs.
+LOCK_HEARTBEAT_SECONDS = 5
+# Recent refreshes kept in `Keys.history`.
+HISTORY_LENGTH = 20
