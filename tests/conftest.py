@@ -16,6 +16,8 @@ from simpro_counter.simulator import (
     running_simulator,
 )
 
+pytest_plugins = ["tests.redis_fixtures"]
+
 SIM_URL = "http://simpro.test"
 
 

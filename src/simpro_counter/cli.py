@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import httpx
@@ -17,7 +18,7 @@ from rich.table import Table
 from simpro_counter.errors import ConfigError, SimproCounterError
 from simpro_counter.progress import ScanProgress
 from simpro_counter.scan import ScanReport, scan_customers
-from simpro_counter.settings import SimproConfig, load_settings, simpro_config
+from simpro_counter.settings import Settings, SimproConfig, load_settings, simpro_config
 
 app = typer.Typer(
     help="Exact, instant counters (unique customers, ...) from a Simpro build.",
@@ -130,14 +131,71 @@ def simulate(
 
 
 @app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Interface (default: HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: PORT or 8000).")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Run the service: the counters API over Redis, refreshed in the background."""
+    settings = _settings_or_exit()
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    _serve(settings.model_copy(update=overrides), access_log=access_log)
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        settings = load_settings()
+        simpro_config(settings)
+    except ConfigError as exc:
+        err_console.print(f"[red]Configuration error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+def _serve(settings: Settings, *, access_log: bool) -> None:
+    import uvicorn
+
+    from simpro_counter.web import create_app
+
+    configure_logging()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=access_log,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def configure_logging() -> None:
+    """Plain, scannable log lines on stderr."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("stamina").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command()
 def demo(
+    port: Annotated[int, typer.Option(help="Port of the service.")] = 8000,
+    simulator_port: Annotated[int, typer.Option(help="Port of the simulator (0: any).")] = 0,
     invoices: Annotated[int, typer.Option(help="Invoices in the simulated build.")] = 5000,
     customers: Annotated[int, typer.Option(help="Customers in the simulated build.")] = 600,
     latency: Annotated[float, typer.Option(help="Simulated seconds per answer.")] = 0.2,
     fault_rate: Annotated[float, typer.Option(help="Share of simulated failures.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Seed of the simulated data.")] = 7,
+    data_dir: Annotated[Path, typer.Option(help="Where the embedded Redis keeps its files.")] = (
+        Path(".simpro-counter/demo")
+    ),
 ) -> None:
-    """Try the product without Simpro: a simulated build, scanned and counted exactly."""
+    """Try the product without Simpro: simulator + embedded Redis + the service."""
     from simpro_counter.simulator import SimulatorConfig, running_simulator
 
     sim_config = SimulatorConfig(
@@ -148,22 +206,52 @@ def demo(
         fault_rate=fault_rate,
         slow_seconds=3.0,
     )
-    with running_simulator(sim_config) as running:
+    with running_simulator(sim_config, port=simulator_port) as running:
+        settings = Settings(
+            simpro_base_url=running.url,
+            simpro_api_key=sim_config.api_key,
+            simpro_timeout=2.0,
+            data_dir=data_dir,
+            demo=True,
+            port=port,
+        )
+        base = f"http://{settings.host}:{settings.port}"
         console.print(
-            f"Simpro simulator at [link]{running.url}[/] "
-            f"({invoices:,} invoices, {fault_rate:.0%} faults injected)"
+            f"[bold]simpro-counter demo[/]\n"
+            f"  Counter     {base}/api/simpro/customers\n"
+            f"  Status      {base}/api/simpro/customers/refresh\n"
+            f"  API docs    {base}/docs\n"
+            f"  Simulator   {running.url} ({invoices:,} invoices, {fault_rate:.0%} faults; "
+            f"truth at {running.url}/__truth)\n"
+            f"  Refresh     curl -X POST {base}/api/simpro/customers/refresh "
+            "(no token needed from this machine in demo mode)\n"
+            "Press Ctrl-C to stop.",
+            highlight=False,
         )
-        config = SimproConfig(
-            base_url=running.url,
-            api_key=sim_config.api_key,
-            rate_limit=sim_config.rate,
-            timeout=2.0,
-        )
-        report = _run(scan(config, show_progress=err_console.is_terminal))
-        truth = running.simulator.truth()
-    _print_report(report, as_json=False)
-    verdict = "[green]exact" if report.count == truth.customers else "[red]WRONG"
-    console.print(
-        f"\n[bold]{report.count:,}+ Clients Served[/]  "
-        f"(simulator's ground truth: {truth.customers:,} → {verdict}[/])"
-    )
+        _serve(settings, access_log=False)
+
+
+@app.command()
+def status(
+    url: Annotated[str, typer.Option(help="Base URL of a running service.")] = (
+        "http://127.0.0.1:8000"
+    ),
+) -> None:
+    """Show the cached value and refresh status of a running service."""
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/api/simpro/customers/refresh", timeout=10)
+        response.raise_for_status()
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        err_console.print(f"[red]Error:[/] could not read {url}: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    table = Table(show_header=False, box=None, pad_edge=False)
+    count = body.get("count")
+    table.add_row("[bold]Customers", "[yellow]not computed yet" if count is None else f"{count:,}")
+    table.add_row("Last updated", str(body.get("lastUpdated")))
+    table.add_row("Stale", str(body.get("stale")))
+    table.add_row("Next refresh", str(body.get("nextRefresh")))
+    table.add_row("Refreshing now", str(body.get("isRefreshing")))
+    table.add_row("Storage", str(body.get("storage")))
+    table.add_row("Last error", str(body.get("lastError") or "none"))
+    console.print(table)

@@ -43,3 +43,11 @@ class SimproDataError(SimproError):
 
 class ScanIncompleteError(SimproError):
     """A scan could not prove that it saw every record, so its result must not be published."""
+
+
+class RefreshRunningError(SimproCounterError):
+    """A refresh of this metric is already running (here or on another replica)."""
+
+
+class StoreError(SimproCounterError):
+    """The store failed in a way falling back cannot hide (e.g. no redis-server to start)."""

@@ -7,12 +7,14 @@ Nothing else in the package reads `os.environ`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from simpro_counter.errors import ConfigError
+from simpro_counter.keys import DEFAULT_PREFIX, LOCK_TTL_SECONDS
 
 DEMO_HINT = "`simpro-counter demo` runs without Simpro"
 
@@ -51,6 +53,48 @@ class Settings(BaseSettings):
     simpro_retry_timeout: Annotated[float, Field(gt=0)] = Field(
         default=120.0, description="Seconds one Simpro request may spend retrying"
     )
+
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://, rediss:// or unix:// URL; unset: an embedded redis-server",
+    )
+    data_dir: Path = Field(
+        default=Path(".simpro-counter"), description="Where the embedded Redis keeps its files"
+    )
+    key_prefix: str = Field(
+        default=DEFAULT_PREFIX, min_length=1, description="Redis key prefix (`fyrup`: original)"
+    )
+    customer_count_ttl: Annotated[int, Field(ge=60)] = Field(
+        default=21600, description="Seconds a value counts as fresh before a refresh is due"
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for POST refresh and the admin pages"
+    )
+    cors_origins: str = Field(
+        default="*", description="Comma-separated origins allowed to read the counters"
+    )
+    refresh_check_interval: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="Seconds between the scheduler's checks for stale values"
+    )
+    refresh_lock_ttl: Annotated[float, Field(ge=1)] = Field(
+        default=LOCK_TTL_SECONDS,
+        description="Seconds a refresh lock outlives a holder that stopped heart-beating",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface `serve` listens on")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8000, description="Port `serve` listens on"
+    )
+    demo: bool = Field(
+        default=False, description="Demo mode: loopback clients may refresh without a token"
+    )
+
+    @property
+    def admin_token_value(self) -> str | None:
+        return self.admin_token.get_secret_value() if self.admin_token else None
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,141 @@
+"""Benchmark: the counter's read path against a trivial constant-JSON endpoint, with wrk.
+
+Both endpoints are served by the same app in the same server process (`simpro-counter
+serve`, one uvicorn worker, Redis embedded), measured in the same run, so the ratio shows
+what reading the counter costs on top of the framework itself. Needs Debian's `wrk`
+(`apt-get install -y wrk`).
+
+Run: `.venv/bin/python bench/read_path.py [--record]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from simpro_counter.simulator import SimulatorConfig, running_simulator
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+START, END = "<!-- bench/read_path.py:start -->", "<!-- bench/read_path.py:end -->"
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _wrk(url: str, connections: int, seconds: int) -> WrkResult:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = sum(
+        int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|Socket errors:.*?):\s*(\d+)", out)
+    )
+    return WrkResult(rps, _percentile(out, "50%"), _percentile(out, "99%"), errors)
+
+
+def _percentile(out: str, label: str) -> float:
+    match = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk printed no {label} latency:\n{out}")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--record", action="store_true", help="write docs/performance.md")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+
+    with (
+        running_simulator(SimulatorConfig(invoices=5000, customers=800, rate=0)) as sim,
+        tempfile.TemporaryDirectory() as data_dir,
+    ):
+        port = 18000 + os.getpid() % 1000
+        env = {
+            **os.environ,
+            "SIMPRO_BASE_URL": sim.url,
+            "SIMPRO_API_KEY": "demo-key",
+            "DATA_DIR": data_dir,
+            "PORT": str(port),
+        }
+        env.pop("REDIS_URL", None)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "simpro_counter", "serve"],
+            env=env,
+            cwd=data_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for_value(base)
+            _wrk(f"{base}/healthz", args.connections, 2)  # warm up
+            trivial = _wrk(f"{base}/healthz", args.connections, args.seconds)
+            counter = _wrk(f"{base}/api/simpro/customers", args.connections, args.seconds)
+        finally:
+            server.terminate()
+            server.wait(timeout=15)
+
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()} ({os.cpu_count()} cores, "
+        f"wrk on the same machine), Python {platform.python_version()}, one uvicorn worker, "
+        f"wrk -t2 -c{args.connections} -d{args.seconds}s.",
+        "",
+        "| endpoint | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|",
+        f"| `GET /healthz` (constant JSON, baseline) | {trivial.requests_per_second:,.0f} | "
+        f"{trivial.p50_ms:.2f} | {trivial.p99_ms:.2f} | {trivial.errors} |",
+        f"| `GET /api/simpro/customers` | {counter.requests_per_second:,.0f} | "
+        f"{counter.p50_ms:.2f} | {counter.p99_ms:.2f} | {counter.errors} |",
+        "",
+        f"Counter throughput = **{counter.requests_per_second / trivial.requests_per_second:.2f}** "
+        f"of the trivial endpoint's (target ≥ 0.8); p99 **{counter.p99_ms:.2f} ms** "
+        "(target < 2 ms).",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.record:
+        doc = DOC.read_text()
+        block = f"{START}\n{text}\n{END}"
+        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
+        DOC.write_text(pattern.sub(lambda _m: block, doc) if pattern.search(doc) else doc + block)
+
+
+def _wait_for_value(base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/api/simpro/customers", timeout=2).json()["count"] is not None:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the service produced no value within 60 s")
+
+
+if __name__ == "__main__":
+    main()

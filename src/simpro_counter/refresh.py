@@ -1,0 +1,202 @@
+"""A refresh: one full scan of a metric under the store's lock, published only when complete.
+
+Only one refresh of a metric runs at a time across every replica: the lock is
+`SET NX PX` with a random token, extended by a heartbeat while the scan runs, and
+released by compare-and-delete; a killed holder frees it within `LOCK_TTL_SECONDS`.
+Every refresh takes a fencing token before it scans, and the store refuses a value whose
+token is older than the stored one, so a slow refresh that lost its lock cannot
+overwrite a newer value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import httpx
+
+from simpro_counter.errors import RefreshRunningError, SimproCounterError
+from simpro_counter.keys import LOCK_HEARTBEAT_SECONDS, LOCK_TTL_SECONDS
+from simpro_counter.scan import ScanReport, scan_customers
+from simpro_counter.settings import SimproConfig
+from simpro_counter.simpro import SimproClient
+from simpro_counter.store.base import Store
+from simpro_counter.store.values import MetricValue, RefreshStatus
+from simpro_counter.telemetry import Telemetry
+
+log = logging.getLogger("simpro_counter.refresh")
+
+CUSTOMERS = "customers"
+
+
+class Refresher:
+    """Runs refreshes of the customers metric for one app instance."""
+
+    def __init__(
+        self,
+        store: Store,
+        simpro: SimproConfig,
+        *,
+        ttl: int,
+        telemetry: Telemetry | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        lock_ttl: float = LOCK_TTL_SECONDS,
+        heartbeat: float = LOCK_HEARTBEAT_SECONDS,
+    ) -> None:
+        self.store = store
+        self.simpro = simpro
+        self.ttl = ttl
+        self.telemetry = telemetry or Telemetry()
+        self._transport = transport
+        self._clock = clock
+        self._lock_ttl_ms = int(lock_ttl * 1000)
+        self._heartbeat = heartbeat
+        self._running: dict[str, asyncio.Task[MetricValue]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def running_here(self, metric: str = CUSTOMERS) -> bool:
+        task = self._running.get(metric)
+        return task is not None and not task.done()
+
+    async def is_refreshing(self, metric: str = CUSTOMERS) -> bool:
+        """True when a refresh runs here or on any replica."""
+        return self.running_here(metric) or await self.store.lock_held(metric)
+
+    async def refresh(self, metric: str = CUSTOMERS) -> MetricValue:
+        """Run a full refresh now and return the published value.
+
+        Raises :class:`RefreshRunningError` when one is already running anywhere, and the
+        scan's error when Simpro fails (the stored value is then left as it was).
+        """
+        if self.running_here(metric):
+            raise RefreshRunningError(f"a refresh of {metric} is already running")
+        task = asyncio.create_task(self._locked_refresh(metric))
+        self._running[metric] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._running.pop(metric, None)
+
+    def start_background(self, metric: str = CUSTOMERS) -> bool:
+        """Start a refresh without waiting for it; False if one already runs here."""
+        if self.running_here(metric):
+            return False
+
+        async def run() -> None:
+            with contextlib.suppress(RefreshRunningError, SimproCounterError):
+                await self.refresh(metric)  # failures are logged and kept in the status
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return True
+
+    async def aclose(self) -> None:
+        """Cancel running refreshes (their locks are released) and wait for them."""
+        tasks = [*self._running.values(), *self._background]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _locked_refresh(self, metric: str) -> MetricValue:
+        token = secrets.token_hex(16)
+        if not await self.store.acquire_lock(metric, token, self._lock_ttl_ms):
+            raise RefreshRunningError(f"a refresh of {metric} is already running elsewhere")
+        started = self._clock()
+        scan = asyncio.create_task(self._scan_and_publish(metric, started))
+        heartbeat = asyncio.create_task(self._keep_lock(metric, token, scan))
+        try:
+            return await scan
+        finally:
+            heartbeat.cancel()
+            scan.cancel()
+            await asyncio.gather(heartbeat, scan, return_exceptions=True)
+            await self.store.release_lock(metric, token)
+
+    async def _keep_lock(self, metric: str, token: str, scan: asyncio.Task[MetricValue]) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            if not await self.store.extend_lock(metric, token, self._lock_ttl_ms):
+                log.warning("Refresh of %s lost its lock; stopping it", metric)
+                scan.cancel()
+                return
+
+    async def _scan_and_publish(self, metric: str, started: float) -> MetricValue:
+        status = await self.store.read_status(metric) or RefreshStatus(metric)
+        await self.store.write_status(replace(status, last_started_at=started))
+        log.info("Refresh of %s started", metric)
+        fence = await self.store.next_fence(metric)
+        try:
+            report = await self._scan()
+        except SimproCounterError as exc:
+            await self._failed(metric, status, started, exc)
+            raise
+        value = MetricValue(
+            metric=metric,
+            value=report.count,
+            computed_at=self._clock(),
+            ttl=self.ttl,
+            fence=fence,
+            details=report.as_json(),
+        )
+        published = await self.store.publish(value)
+        finished = self._clock()
+        self.telemetry.refresh_duration.labels(metric, "success").observe(report.duration)
+        await self.store.write_status(
+            replace(
+                status,
+                last_started_at=started,
+                last_finished_at=finished,
+                last_success_at=finished,
+                last_report=report.as_json(),
+            )
+        )
+        await self.store.push_history(
+            {"metric": metric, "finishedAt": finished, "ok": True, **report.as_json()}
+        )
+        if published:
+            log.info(
+                "Refresh done: %s %s from %s invoices in %.1f s (%s requests, %s retries)",
+                f"{report.count:,}",
+                metric,
+                f"{report.total_invoices:,}",
+                report.duration,
+                report.requests,
+                report.retries,
+            )
+        else:
+            log.warning("Refresh of %s finished but a newer value was already stored", metric)
+        return value
+
+    async def _scan(self) -> ScanReport:
+        async with SimproClient(self.simpro, transport=self._transport) as client:
+            try:
+                return await scan_customers(client)
+            finally:
+                self.telemetry.record_requests(client.stats.by_status)
+
+    async def _failed(
+        self, metric: str, status: RefreshStatus, started: float, exc: Exception
+    ) -> None:
+        finished = self._clock()
+        self.telemetry.refresh_duration.labels(metric, "error").observe(finished - started)
+        await self.store.write_status(
+            replace(
+                status,
+                last_started_at=started,
+                last_finished_at=finished,
+                last_error=str(exc),
+                last_error_at=finished,
+            )
+        )
+        await self.store.push_history(
+            {"metric": metric, "finishedAt": finished, "ok": False, "error": str(exc)}
+        )
+        log.error("Refresh of %s failed, the previous value is kept: %s", metric, exc)

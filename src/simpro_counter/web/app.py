@@ -1,0 +1,48 @@
+"""`create_app(settings)`: the FastAPI application and its lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from simpro_counter.settings import Settings, simpro_config
+from simpro_counter.web import counters, ops
+from simpro_counter.web.runtime import Runtime
+
+
+def create_app(
+    settings: Settings, *, simpro_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The service. Settings are checked here, so a bad one fails before anything starts."""
+    simpro = simpro_config(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.start(settings, simpro, transport=simpro_transport)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.aclose()
+
+    app = FastAPI(
+        title="simpro-counter",
+        summary="Exact, instant counters from a Simpro build",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origin_list,
+        allow_methods=["GET"],
+        allow_headers=["If-None-Match"],
+        expose_headers=["ETag", "Retry-After"],
+        max_age=86400,
+    )
+    app.include_router(counters.router, tags=["counters"])
+    app.include_router(ops.router, tags=["operations"])
+    return app

@@ -1,0 +1,48 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from simpro_counter.refresh import CUSTOMERS
+from simpro_counter.web.http import json_response, runtime_of
+
+router = APIRouter()
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness: Redis and Simpro reachable")
+async def readyz(request: Request) -> Response:
+    runtime = runtime_of(request)
+    redis_ok = await runtime.store.ping()
+    simpro_ok, simpro_detail = await runtime.simpro_reachable()
+    body = {
+        "ready": redis_ok and simpro_ok,
+        "redis": {
+            "ok": redis_ok,
+            "location": runtime.store.redis_location,
+            "storage": runtime.store.storage,
+            "error": None if redis_ok else runtime.store.last_redis_error,
+        },
+        "simpro": {"ok": simpro_ok, "detail": simpro_detail},
+    }
+    return json_response(
+        body, status=200 if body["ready"] else 503, headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    runtime = runtime_of(request)
+    value = await runtime.store.read(CUSTOMERS)
+    if value is not None:
+        runtime.telemetry.value.labels(CUSTOMERS).set(value.value)
+        runtime.telemetry.age.labels(CUSTOMERS).set(value.age(time.time()))
+    return Response(generate_latest(runtime.telemetry.registry), media_type=CONTENT_TYPE_LATEST)

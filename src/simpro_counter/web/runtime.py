@@ -1,0 +1,112 @@
+"""Everything one app instance runs: Redis (maybe embedded), the store, refresher, scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+import httpx
+from redis.asyncio import Redis
+
+from simpro_counter.keys import Keys
+from simpro_counter.refresh import Refresher
+from simpro_counter.scheduler import Scheduler
+from simpro_counter.settings import Settings, SimproConfig
+from simpro_counter.simpro import SimproClient
+from simpro_counter.store import EmbeddedRedis, ResilientStore, connect
+from simpro_counter.telemetry import Telemetry
+
+log = logging.getLogger("simpro_counter")
+
+# How long a Simpro reachability result is trusted by /readyz (each check costs a request).
+_SIMPRO_CHECK_SECONDS = 30.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    simpro: SimproConfig
+    store: ResilientStore
+    redis_client: Redis
+    refresher: Refresher
+    scheduler: Scheduler
+    telemetry: Telemetry
+    embedded: EmbeddedRedis | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    _simpro_checked: tuple[float, bool, str] = field(default=(0.0, False, "not checked yet"))
+
+    @classmethod
+    async def start(
+        cls,
+        settings: Settings,
+        simpro: SimproConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Runtime:
+        embedded: EmbeddedRedis | None = None
+        url = settings.redis_url
+        if not url:
+            embedded = EmbeddedRedis(settings.data_dir)
+            await asyncio.to_thread(embedded.start)
+            url = embedded.url
+            log.info("Embedded redis-server started at %s (data in %s)", url, settings.data_dir)
+        redis_client = connect(url)
+        store = ResilientStore(redis_client, Keys(settings.key_prefix))
+        await store.start()
+        if store.redis_healthy:
+            log.info("Redis connected at %s", store.redis_location)
+        else:
+            log.warning("Redis unreachable at %s: serving from memory", store.redis_location)
+        telemetry = Telemetry()
+        refresher = Refresher(
+            store,
+            simpro,
+            ttl=settings.customer_count_ttl,
+            telemetry=telemetry,
+            transport=transport,
+            lock_ttl=settings.refresh_lock_ttl,
+            heartbeat=settings.refresh_lock_ttl / 3,
+        )
+        scheduler = Scheduler(store, refresher, interval=settings.refresh_check_interval)
+        runtime = cls(
+            settings=settings,
+            simpro=simpro,
+            store=store,
+            redis_client=redis_client,
+            refresher=refresher,
+            scheduler=scheduler,
+            telemetry=telemetry,
+            embedded=embedded,
+            transport=transport,
+        )
+        # Start-up does what /api/init does: the scheduler's first check refreshes an
+        # empty store at once.
+        scheduler.start()
+        return runtime
+
+    async def aclose(self) -> None:
+        """Stop the scheduler, cancel a running scan (releasing its lock), close Redis."""
+        await self.scheduler.aclose()
+        await self.refresher.aclose()
+        await self.store.aclose()
+        await self.redis_client.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+            log.info("Embedded redis-server stopped")
+
+    async def simpro_reachable(self) -> tuple[bool, str]:
+        """Whether Simpro answered recently (cached, so probes do not spend the rate limit)."""
+        checked_at, ok, detail = self._simpro_checked
+        if time.monotonic() - checked_at < _SIMPRO_CHECK_SECONDS:
+            return ok, detail
+        config = replace(self.simpro, retry_attempts=1, timeout=min(self.simpro.timeout, 5.0))
+        try:
+            async with SimproClient(config, transport=self.transport) as client:
+                await client.get_json("info/", {})
+            ok, detail = True, "reachable"
+        except Exception as exc:  # any failure means "not ready"; the reason is reported
+            ok, detail = False, str(exc) or type(exc).__name__
+        self._simpro_checked = (time.monotonic(), ok, detail)
+        return ok, detail

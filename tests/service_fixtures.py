@@ -1,0 +1,125 @@
+"""The service for tests: in-process (ASGI, with its lifespan) or as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from simpro_counter.settings import Settings
+from simpro_counter.web import create_app
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+def service_settings(redis_url: str | None, **overrides: Any) -> Settings:
+    """Settings for a test service: the simulator's key, a key prefix of its own."""
+    values: dict[str, Any] = {
+        "simpro_base_url": "http://simpro.test",
+        "simpro_api_key": "demo-key",
+        "simpro_rate_limit": 1000.0,
+        "simpro_timeout": 2.0,
+        "redis_url": redis_url,
+        "key_prefix": f"test-{uuid.uuid4().hex[:8]}",
+        "admin_token": ADMIN_TOKEN,
+        "refresh_check_interval": 3600.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_app(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its lifespan (Redis, scheduler) and an HTTP client wired to it."""
+    app = create_app(settings, simpro_transport=transport)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://service"
+        ) as client:
+            yield app, client
+
+
+async def wait_for_count(client: httpx.AsyncClient, timeout: float = 30.0) -> dict[str, Any]:
+    """Poll the counter until it has a value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = (await client.get("/api/simpro/customers")).json()
+        if body["count"] is not None:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no count after {timeout} s: {body}")
+        await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def service_process(env: dict[str, str], cwd: Path) -> Iterator[ServiceProcess]:
+    """`simpro-counter serve` as its own process, stopped by its PID."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SIMPRO_", "REDIS"))}
+    full_env.update(env)
+    log = (cwd / f"service-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simpro_counter", "serve", "--port", str(port)],
+        env=full_env,
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_healthy(url, process, cwd / f"service-{port}.log")
+        yield ServiceProcess(url, process)
+    finally:
+        stop_process(process)
+        log.close()
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the service did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)

@@ -1,0 +1,199 @@
+"""`simpro-counter check` against the real service: simulator, redis-server, `serve` process."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from rich.console import Console
+
+from simpro_counter.check import CheckResult, check_deployment, render, run_checks
+from simpro_counter.simulator import RunningSimulator, SimulatorConfig, running_simulator
+from simpro_counter.store import EmbeddedRedis
+from tests.service_fixtures import ServiceProcess, free_port, service_process, wait_for_count
+
+TOKEN = "check-admin-token-1f3a"
+BACKGROUND = "POST /api/simpro/customers/refresh?background=true"
+FOREGROUND = "POST /api/simpro/customers/refresh"
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[RunningSimulator]:
+    config = SimulatorConfig(invoices=1500, customers=350, seed=13, rate=0, latency=0.01)
+    with running_simulator(config) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of this module's own (each service gets its own KEY_PREFIX in it)."""
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port()) as server:
+        yield server.url
+
+
+def _env(simulator: RunningSimulator, redis_url: str, token: str | None) -> dict[str, str]:
+    env = {
+        "SIMPRO_BASE_URL": simulator.url,
+        "SIMPRO_API_KEY": "demo-key",
+        "SIMPRO_RATE_LIMIT": "1000",
+        "REDIS_URL": redis_url,
+        "KEY_PREFIX": f"check-{uuid.uuid4().hex[:8]}",
+    }
+    if token is not None:
+        env["ADMIN_TOKEN"] = token
+    return env
+
+
+@pytest.fixture(scope="module")
+def service(
+    simulator: RunningSimulator, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """One deployment with ADMIN_TOKEN, shared by the tests that do not change it."""
+    with service_process(_env(simulator, redis_url, TOKEN), tmp_path_factory.mktemp("svc")) as svc:
+        yield svc
+
+
+def _by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
+    return {result.name: result for result in results}
+
+
+def _failures(results: list[CheckResult]) -> list[CheckResult]:
+    return [result for result in results if not result.ok]
+
+
+async def test_a_healthy_deployment_passes_every_check_with_the_token(
+    service: ServiceProcess, simulator: RunningSimulator
+) -> None:
+    results = await run_checks(service.url, TOKEN, wait=30)
+    assert _failures(results) == []
+    assert not any(result.skipped for result in results)
+    names = _by_name(results)
+    assert len(names) == 13
+    assert names[BACKGROUND].detail.startswith(("202", "409"))
+    assert names["GET /readyz"].detail == "ready: redis ok, simpro ok (storage redis)"
+    truth = simulator.simulator.truth().customers
+    assert names[FOREGROUND].detail.startswith(f"count {truth:,} from 1,500 invoices")
+    async with httpx.AsyncClient() as client:
+        body = (await client.get(f"{service.url}/api/simpro/customers")).json()
+    assert body["count"] == truth
+    assert all(TOKEN not in result.detail for result in results)
+
+
+async def test_without_a_token_the_admin_checks_are_skipped(service: ServiceProcess) -> None:
+    results = await run_checks(service.url, None, wait=30)
+    assert _failures(results) == []
+    skipped = [result for result in results if result.skipped]
+    assert [result.name for result in skipped] == [BACKGROUND, FOREGROUND]
+    assert all(result.detail == "skipped: no --token given" for result in skipped)
+    names = _by_name(results)
+    assert names[f"{FOREGROUND} without a token"].detail.startswith("401")
+    assert names[f"{FOREGROUND} with a wrong token"].detail.startswith("401")
+
+
+def _check_command_exists() -> bool:
+    from simpro_counter.cli import app
+
+    return any(
+        (command.name or getattr(command.callback, "__name__", "")) == "check"
+        for command in app.registered_commands
+    )
+
+
+def test_a_wrong_token_fails_with_exit_code_1(service: ServiceProcess, tmp_path: Path) -> None:
+    wrong = "wrong-token-7c1d"
+    if _check_command_exists():
+        env = {k: v for k, v in os.environ.items() if k != "ADMIN_TOKEN"}
+        command = [sys.executable, "-m", "simpro_counter", "check", "--url", service.url]
+        result = subprocess.run(
+            [*command, "--token", wrong],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        code, output = result.returncode, result.stdout + result.stderr
+    else:
+        buffer = io.StringIO()
+        code = check_deployment(
+            service.url, wrong, console=Console(file=buffer, width=200), wait=30
+        )
+        output = buffer.getvalue()
+    assert code == 1, output
+    assert "✗ POST /api/simpro/customers/refresh?background=true: 401" in output
+    assert "✗ POST /api/simpro/customers/refresh: 401" in output
+    assert "11 passed, 2 failed" in output
+    assert wrong not in output
+
+
+async def test_a_deployment_without_admin_token_cannot_be_refreshed_over_http(
+    simulator: RunningSimulator, redis_url: str, tmp_path: Path
+) -> None:
+    with service_process(_env(simulator, redis_url, None), tmp_path) as svc:
+        without = await run_checks(svc.url, None, wait=30)
+        assert _failures(without) == []
+        detail = _by_name(without)[f"{FOREGROUND} without a token"].detail
+        assert "cannot be refreshed over HTTP" in detail
+        with_token = await run_checks(svc.url, TOKEN, wait=30)
+    failed = _failures(with_token)
+    assert [result.name for result in failed] == [BACKGROUND, FOREGROUND]
+    assert all("ADMIN_TOKEN is not set on the server" in result.detail for result in failed)
+
+
+async def test_a_failing_simpro_is_reported_until_a_refresh_succeeds_again(
+    redis_url: str, tmp_path: Path
+) -> None:
+    config = SimulatorConfig(invoices=600, customers=150, seed=17, rate=0, fault_kinds=("5xx",))
+    with running_simulator(config) as simulator:
+        env = {**_env(simulator, redis_url, TOKEN), "SIMPRO_RETRY_ATTEMPTS": "1"}
+        with service_process(env, tmp_path) as svc:
+            async with httpx.AsyncClient(base_url=svc.url) as client:
+                await wait_for_count(client)
+            simulator.simulator.faults.rate = 1.0
+            failing = await run_checks(svc.url, TOKEN, wait=30)
+            simulator.simulator.faults.rate = 0.0
+            recovered = await run_checks(svc.url, TOKEN, wait=30)
+    failed = {result.name: result.detail for result in _failures(failing)}
+    assert set(failed) == {BACKGROUND, FOREGROUND, "GET /readyz"}
+    assert failed[BACKGROUND].startswith("the refresh failed: lastError '")
+    assert failed[FOREGROUND].startswith("502: the refresh failed (Simpro): ")
+    assert failed["GET /readyz"].startswith("503 not ready: redis ok, simpro failing: ")
+    # The old error is still in the status, but older than the last success: not a failure.
+    # (/readyz may still report Simpro down: it trusts its last Simpro probe for 30 s.)
+    assert {result.name for result in _failures(recovered)} <= {"GET /readyz"}
+
+
+async def test_nothing_listening_fails_every_check_cleanly() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    results = await run_checks(url, TOKEN, wait=2)
+    assert len(results) == 13
+    assert all(not result.ok and result.detail for result in results)
+    assert _by_name(results)["GET /healthz"].detail.startswith(f"cannot connect to {url}")
+    assert all("Traceback" not in result.detail for result in results)
+
+
+def test_render_marks_each_line_and_counts() -> None:
+    console = Console(record=True, width=120)
+    render(
+        [
+            CheckResult("GET /healthz", True, "alive"),
+            CheckResult("GET /metrics", False, "expected 200, got 500 [boom]"),
+            CheckResult("POST refresh", True, "skipped: no --token given", skipped=True),
+        ],
+        console,
+    )
+    lines = console.export_text().splitlines()
+    assert lines == [
+        "✓ GET /healthz: alive",
+        "✗ GET /metrics: expected 200, got 500 [boom]",
+        "○ POST refresh: skipped: no --token given",
+        "1 passed, 1 failed, 1 skipped",
+    ]
