@@ -47,22 +47,24 @@ async def running_app(
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app with its lifespan (Redis, scheduler) and an HTTP client wired to it."""
     app = create_app(settings, simpro_transport=transport)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://service"
-        ) as client:
-            yield app, client
+        ) as client,
+    ):
+        yield app, client
 
 
-async def wait_for_count(client: httpx.AsyncClient, timeout: float = 30.0) -> dict[str, Any]:
+async def wait_for_count(client: httpx.AsyncClient, within: float = 30.0) -> dict[str, Any]:
     """Poll the counter until it has a value."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         body: dict[str, Any] = (await client.get("/api/simpro/customers")).json()
         if body["count"] is not None:
             return body
         if time.monotonic() > deadline:
-            raise AssertionError(f"no count after {timeout} s: {body}")
+            raise AssertionError(f"no count after {within} s: {body}")
         await asyncio.sleep(0.05)
 
 

@@ -44,6 +44,10 @@ def test_refresh_json_prints_the_exact_count(
     assert report["totalInvoices"] == truth.invoices
     assert {"pages", "requests", "retries", "duration"} <= set(report)
     assert isinstance(report["duration"], float)
+    assert report["storage"] == "redis"  # published to the (embedded) store
+    assert (tmp_path / ".simpro-counter" / "appendonlydir").exists() or any(
+        (tmp_path / ".simpro-counter").glob("*.aof*")
+    )
 
 
 def test_refresh_without_configuration_fails_with_one_line(tmp_path: Path) -> None:
@@ -115,12 +119,46 @@ def test_simulate_serves_a_build_that_refresh_counts(simulate_process: str, tmp_
     assert json.loads(result.stdout)["count"] == truth["customers"]
 
 
-def test_demo_counts_the_simulated_build_exactly(tmp_path: Path) -> None:
-    result = _run(
-        ["demo", "--invoices", "900", "--latency", "0.01", "--fault-rate", "0.1"],
-        _env(),
-        tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Clients Served" in result.stdout
-    assert "exact" in result.stdout
+def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path) -> None:
+    port, sim_port = _free_port(), _free_port()
+    demo = subprocess.Popen(
+        [*CLI, "demo", "--port", str(port), "--simulator-port", str(sim_port),
+         "--invoices", "900", "--latency", "0.01", "--fault-rate", "0.1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base, sim = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                body = httpx.get(f"{base}/api/simpro/customers", timeout=2).json()
+                if body["count"] is not None:
+                    break
+            except httpx.TransportError:
+                pass
+            assert demo.poll() is None, "the demo exited"
+            assert time.monotonic() < deadline, "the demo produced no count within 60 s"
+            time.sleep(0.2)
+        truth = httpx.get(f"{sim}/__truth").json()
+        assert body["count"] == truth["customers"]
+
+        # Demo mode: this machine may refresh without a token.
+        assert httpx.post(f"{base}/api/simpro/customers/refresh", timeout=60).status_code == 200
+
+        # `refresh` on the same data dir publishes through the running demo's Redis.
+        env = _env(SIMPRO_BASE_URL=sim, SIMPRO_API_KEY="demo-key", DATA_DIR=".simpro-counter/demo")
+        result = _run(["refresh", "--json"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "running service" in json.loads(result.stdout)["redis"]
+
+        status = _run(["status", "--url", base], _env(), tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert f"{truth['customers']:,}" in status.stdout
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0

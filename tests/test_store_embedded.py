@@ -155,9 +155,12 @@ def test_dead_pidfile_and_leftover_socket_are_removed(
     leftover.bind(str(data_dir / "redis.sock"))
     leftover.close()  # the socket file stays behind, as after a SIGKILL
 
-    with caplog.at_level(logging.WARNING), EmbeddedRedis(data_dir) as server:
-        with sync_client(server) as client:
-            assert client.ping()
+    with (
+        caplog.at_level(logging.WARNING),
+        EmbeddedRedis(data_dir) as server,
+        sync_client(server) as client,
+    ):
+        assert client.ping()
     assert f"Removing stale pidfile {data_dir.resolve()}/redis.pid (pid {gone.pid}" in caplog.text
     assert "Removing leftover socket" in caplog.text
 

@@ -17,8 +17,7 @@ from rich.table import Table
 
 from simpro_counter.errors import ConfigError, SimproCounterError
 from simpro_counter.progress import ScanProgress
-from simpro_counter.scan import ScanReport, scan_customers
-from simpro_counter.settings import Settings, SimproConfig, load_settings, simpro_config
+from simpro_counter.settings import Settings, load_settings, simpro_config
 
 app = typer.Typer(
     help="Exact, instant counters (unique customers, ...) from a Simpro build.",
@@ -54,34 +53,42 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(130) from None
 
 
-async def scan(
-    config: SimproConfig,
-    *,
-    show_progress: bool,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> ScanReport:
-    """One full scan with the CLI's progress bar (when asked for)."""
-    from simpro_counter.simpro import SimproClient
+async def _refresh_into_store(settings: Settings, *, show_progress: bool) -> dict[str, Any]:
+    """One refresh through the same lock and store the service uses; its report."""
+    from simpro_counter.keys import Keys
+    from simpro_counter.refresh import Refresher
+    from simpro_counter.store import ResilientStore
+    from simpro_counter.store.locate import open_redis
 
-    async with SimproClient(config, transport=transport) as client:
-        if not show_progress:
-            return await scan_customers(client)
-        with ScanProgress(err_console, client.stats) as progress:
-            return await scan_customers(client, observer=progress)
+    config = simpro_config(settings)
+    async with (
+        open_redis(settings) as (redis_client, where),
+        ResilientStore(redis_client, Keys(settings.key_prefix)) as store,
+    ):
+        refresher = Refresher(
+            store, config, ttl=settings.customer_count_ttl, lock_ttl=settings.refresh_lock_ttl
+        )
+        if show_progress:
+            with ScanProgress(err_console) as progress:
+                value = await refresher.refresh(observer=progress)
+        else:
+            value = await refresher.refresh()
+        return {"count": value.value, **value.details, "storage": store.storage, "redis": where}
 
 
-def _print_report(report: ScanReport, *, as_json: bool) -> None:
+def _print_report(report: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(report.as_json()) + "\n")
+        sys.stdout.write(json.dumps(report) + "\n")
         return
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_row("[bold]Unique customers", f"[bold green]{report.count:,}")
-    table.add_row("Invoices", f"{report.total_invoices:,}")
-    table.add_row("Invoices without a customer", f"{report.invoices_without_customer:,}")
-    table.add_row("Pages", f"{report.pages:,}")
-    table.add_row("Requests", f"{report.requests:,} ({report.retries:,} retries)")
-    table.add_row("Re-read after changes", f"{report.reconciled:,}")
-    table.add_row("Duration", f"{report.duration:.1f} s")
+    table.add_row("[bold]Unique customers", f"[bold green]{report['count']:,}")
+    table.add_row("Invoices", f"{report['totalInvoices']:,}")
+    table.add_row("Invoices without a customer", f"{report['invoicesWithoutCustomer']:,}")
+    table.add_row("Pages", f"{report['pages']:,}")
+    table.add_row("Requests", f"{report['requests']:,} ({report['retries']:,} retries)")
+    table.add_row("Re-read after changes", f"{report['reconciled']:,}")
+    table.add_row("Duration", f"{report['duration']:.1f} s")
+    table.add_row("Published to", f"{report['storage']} ({report['redis']})")
     console.print(table)
 
 
@@ -91,11 +98,13 @@ def refresh(
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
 ) -> None:
-    """Scan every invoice now and print the exact number of unique customers."""
+    """Scan every invoice now, publish the exact count to the store, and print it."""
 
-    async def go() -> ScanReport:
-        config = simpro_config(load_settings())
-        return await scan(config, show_progress=not as_json and err_console.is_terminal)
+    async def go() -> dict[str, Any]:
+        settings = load_settings()
+        return await _refresh_into_store(
+            settings, show_progress=not as_json and err_console.is_terminal
+        )
 
     _print_report(_run(go()), as_json=as_json)
 

@@ -18,8 +18,6 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from simpro_counter.simpro import RequestStats
-
 
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
@@ -30,8 +28,7 @@ class _RateColumn(ProgressColumn):
 class ScanProgress:
     """A :class:`~simpro_counter.scan.ScanObserver` that draws a rich progress bar."""
 
-    def __init__(self, console: Console, stats: RequestStats) -> None:
-        self._stats = stats
+    def __init__(self, console: Console) -> None:
         self._records = 0
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -65,11 +62,9 @@ class ScanProgress:
     def started(self, pages: int | None, records: int | None) -> None:
         self._progress.update(self._task, total=pages)
 
-    def page_done(self, records: int) -> None:
+    def page_done(self, records: int, retries: int) -> None:
         self._records += records
-        self._progress.update(
-            self._task, advance=1, records=self._records, retries=self._stats.retries
-        )
+        self._progress.update(self._task, advance=1, records=self._records, retries=retries)
 
     def reconciling(self, reason: str) -> None:
         self._progress.console.print(f"[yellow]↻ {reason}")

@@ -22,7 +22,7 @@ import httpx
 
 from simpro_counter.errors import RefreshRunningError, SimproCounterError
 from simpro_counter.keys import LOCK_HEARTBEAT_SECONDS, LOCK_TTL_SECONDS
-from simpro_counter.scan import ScanReport, scan_customers
+from simpro_counter.scan import ScanObserver, ScanReport, scan_customers
 from simpro_counter.settings import SimproConfig
 from simpro_counter.simpro import SimproClient
 from simpro_counter.store.base import Store
@@ -68,7 +68,9 @@ class Refresher:
         """True when a refresh runs here or on any replica."""
         return self.running_here(metric) or await self.store.lock_held(metric)
 
-    async def refresh(self, metric: str = CUSTOMERS) -> MetricValue:
+    async def refresh(
+        self, metric: str = CUSTOMERS, *, observer: ScanObserver | None = None
+    ) -> MetricValue:
         """Run a full refresh now and return the published value.
 
         Raises :class:`RefreshRunningError` when one is already running anywhere, and the
@@ -76,7 +78,7 @@ class Refresher:
         """
         if self.running_here(metric):
             raise RefreshRunningError(f"a refresh of {metric} is already running")
-        task = asyncio.create_task(self._locked_refresh(metric))
+        task = asyncio.create_task(self._locked_refresh(metric, observer))
         self._running[metric] = task
         try:
             return await asyncio.shield(task)
@@ -105,12 +107,12 @@ class Refresher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _locked_refresh(self, metric: str) -> MetricValue:
+    async def _locked_refresh(self, metric: str, observer: ScanObserver | None) -> MetricValue:
         token = secrets.token_hex(16)
         if not await self.store.acquire_lock(metric, token, self._lock_ttl_ms):
             raise RefreshRunningError(f"a refresh of {metric} is already running elsewhere")
         started = self._clock()
-        scan = asyncio.create_task(self._scan_and_publish(metric, started))
+        scan = asyncio.create_task(self._scan_and_publish(metric, started, observer))
         heartbeat = asyncio.create_task(self._keep_lock(metric, token, scan))
         try:
             return await scan
@@ -128,13 +130,15 @@ class Refresher:
                 scan.cancel()
                 return
 
-    async def _scan_and_publish(self, metric: str, started: float) -> MetricValue:
+    async def _scan_and_publish(
+        self, metric: str, started: float, observer: ScanObserver | None
+    ) -> MetricValue:
         status = await self.store.read_status(metric) or RefreshStatus(metric)
         await self.store.write_status(replace(status, last_started_at=started))
         log.info("Refresh of %s started", metric)
         fence = await self.store.next_fence(metric)
         try:
-            report = await self._scan()
+            report = await self._scan(observer)
         except SimproCounterError as exc:
             await self._failed(metric, status, started, exc)
             raise
@@ -175,10 +179,10 @@ class Refresher:
             log.warning("Refresh of %s finished but a newer value was already stored", metric)
         return value
 
-    async def _scan(self) -> ScanReport:
+    async def _scan(self, observer: ScanObserver | None) -> ScanReport:
         async with SimproClient(self.simpro, transport=self._transport) as client:
             try:
-                return await scan_customers(client)
+                return await scan_customers(client, observer=observer)
             finally:
                 self.telemetry.record_requests(client.stats.by_status)
 

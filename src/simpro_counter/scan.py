@@ -48,7 +48,7 @@ class ScanObserver(Protocol):
 
     def started(self, pages: int | None, records: int | None) -> None: ...
 
-    def page_done(self, records: int) -> None: ...
+    def page_done(self, records: int, retries: int) -> None: ...
 
     def reconciling(self, reason: str) -> None: ...
 
@@ -146,7 +146,7 @@ class _NullObserver:
     def started(self, pages: int | None, records: int | None) -> None:
         pass
 
-    def page_done(self, records: int) -> None:
+    def page_done(self, records: int, retries: int) -> None:
         pass
 
     def reconciling(self, reason: str) -> None:
@@ -254,7 +254,7 @@ class _Scan:
         """Apply a page to the ledger; its lowest and highest invoice IDs (None when empty)."""
         self.pages += 1
         ids = [self.ledger.apply(record, where) for record in page.records]
-        self.observer.page_done(len(page.records))
+        self.observer.page_done(len(page.records), self.client.stats.retries)
         if not ids:
             return None
         marks.append(min(ids))

@@ -70,9 +70,11 @@ class Circuit:
         self.closed = False
         self._opened_at = time.monotonic()
         self._open.set()
-        log.warning(
-            "Redis unreachable (%s at %s): serving from memory", self.last_error, self.location
-        )
+        # redis-py names the address in most messages; add it where it does not.
+        detail = self.last_error
+        if self.location not in detail:
+            detail = f"{detail}, at {self.location}"
+        log.warning("Redis unreachable (%s): serving from memory", detail)
         return True
 
     def note(self, exc: BaseException) -> None:

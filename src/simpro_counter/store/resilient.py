@@ -193,13 +193,13 @@ class ResilientStore:
 
     async def acquire_lock(self, metric: str, token: str, ttl_ms: int) -> bool:
         """Take the lock in Redis, or in memory (this process only) while Redis is down."""
-        storage = self.storage
         acquired = await self._either(
             lambda: self.redis.acquire_lock(metric, token, ttl_ms),
             lambda: self.mirror.acquire_lock(metric, token, ttl_ms),
         )
         if acquired:
-            self._tokens[metric] = (token, storage)
+            # Read after the call: a failing Redis call falls back to memory within it.
+            self._tokens[metric] = (token, self.storage)
         return acquired
 
     async def extend_lock(self, metric: str, token: str, ttl_ms: int) -> bool:
@@ -351,7 +351,7 @@ class ResilientStore:
         Returns only once nothing is pending; each item leaves the pending set only if it
         was not replaced while being written, since memory keeps taking writes meanwhile.
         """
-        while self._memory_fences or self._pending_values or self._pending_status:
+        while self._has_pending():
             for metric in list(self._memory_fences):
                 counter = self.mirror.fence_counter(metric)
                 await self.redis.raise_fence(metric, counter)
@@ -365,11 +365,17 @@ class ResilientStore:
                 await self._redis_call(self.redis.write_status(status))
                 if self._pending_status.get(metric) is status:
                     del self._pending_status[metric]
-        while self._pending_history:
-            await self._redis_call(self.redis.push_history(self._pending_history[0]))
-            self._pending_history.pop(0)
-        if self._memory_fences or self._pending_values or self._pending_status:
-            await self._write_back()
+            while self._pending_history:
+                await self._redis_call(self.redis.push_history(self._pending_history[0]))
+                self._pending_history.pop(0)
+
+    def _has_pending(self) -> bool:
+        return bool(
+            self._memory_fences
+            or self._pending_values
+            or self._pending_status
+            or self._pending_history
+        )
 
     async def _write_back_value(self, value: MetricValue) -> None:
         current = await self._redis_call(self.redis.read(value.metric))
