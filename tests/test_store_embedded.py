@@ -191,3 +191,15 @@ def test_no_binary_gives_the_install_hint(data_dir: Path, monkeypatch: pytest.Mo
 def test_a_socket_path_too_long_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="shorter DATA_DIR"):
         EmbeddedRedis(tmp_path / ("d" * 120)).start()
+
+
+def test_start_again_after_the_server_died_under_it(data_dir: Path) -> None:
+    server = EmbeddedRedis(data_dir)
+    with server:
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+        assert _wait_until_gone(server.pid)
+        assert not server.running
+        server.start()
+        with sync_client(server) as client:
+            assert client.ping()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -12,6 +13,7 @@ class Telemetry:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._read_children: dict[tuple[str, str], Any] = {}
         self.refresh_duration = Histogram(
             "simpro_counter_refresh_duration_seconds",
             "Duration of refreshes, by metric and outcome",
@@ -43,6 +45,13 @@ class Telemetry:
             ["metric"],
             registry=self.registry,
         )
+
+    def count_read(self, metric: str, source: str) -> None:
+        # Label children are cached: `labels()` on every read would cost more than the read.
+        child = self._read_children.get((metric, source))
+        if child is None:
+            child = self._read_children[(metric, source)] = self.reads.labels(metric, source)
+        child.inc()
 
     def record_requests(self, by_status: Mapping[int, int]) -> None:
         for status, count in by_status.items():

@@ -127,6 +127,8 @@ class EmbeddedRedis:
         """Start the server (cleaning up after a crashed previous run) and wait for PING."""
         if self.running:
             return
+        if self._process is not None:
+            self.stop()  # it died under us: reap it and release the data dir first
         executable = self._executable or find_redis_server()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.port is None and len(os.fsencode(self.socket_path)) > _MAX_SOCKET_PATH:
@@ -364,12 +366,19 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    if not Path("/proc/self").exists():
+        return True  # no procfs to tell a zombie from a live process
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
     except OSError:
         return True
-    # The state follows the parenthesised command name, which may itself contain ") ".
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    # A killed process is a zombie a few ms before its last thread exits and frees its
+    # sockets; only a zombie with one thread left is really gone.
+    zombie = fields.get("State", "").strip().startswith("Z")
+    return not (zombie and fields.get("Threads", "").strip() == "1")
 
 
 def _is_redis_for(pid: int, data_dir: Path) -> bool:

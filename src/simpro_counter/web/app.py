@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from simpro_counter.settings import Settings, simpro_config
 from simpro_counter.web import counters, ops
+from simpro_counter.web.fastpath import FastReads
 from simpro_counter.web.runtime import Runtime
 
 
@@ -43,6 +44,8 @@ def create_app(
         expose_headers=["ETag", "Retry-After"],
         max_age=86400,
     )
+    # Added last, so it runs first: the hot reads skip the rest of the stack.
+    app.add_middleware(FastReads, cors_origins=settings.cors_origin_list)
     app.include_router(counters.router, tags=["counters"])
     app.include_router(ops.router, tags=["operations"])
     return app

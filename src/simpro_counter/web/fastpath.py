@@ -1,0 +1,68 @@
+"""Raw ASGI answers for the hottest public reads, ahead of the framework's routing.
+
+`GET /api/simpro/customers` (what every widget and page view asks) and `GET /healthz` are
+answered here without building a Request, running dependencies or the CORS middleware;
+everything else (including CORS preflight) goes to the FastAPI app. The routes of the same
+paths still exist in the app, for the OpenAPI documentation.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from simpro_counter.web.reads import Answer
+from simpro_counter.web.runtime import Runtime
+
+_HEALTH = Answer.make(200, [(b"content-type", b"application/json")], b'{"status":"ok"}')
+_EXPOSE = (b"access-control-expose-headers", b"ETag, Retry-After")
+
+
+class FastReads:
+    def __init__(self, app: ASGIApp, cors_origins: list[str]) -> None:
+        self.app = app
+        self._any_origin = "*" in cors_origins
+        self._origins = {origin.encode() for origin in cors_origins}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            path = scope["path"]
+            if path == "/api/simpro/customers":
+                runtime: Runtime = scope["app"].state.runtime
+                if_none_match, origin = _headers(scope)
+                answer = await runtime.reads.customers(if_none_match)
+                await self._send(send, answer, origin, scope["method"] == "HEAD")
+                return
+            if path == "/healthz":
+                await self._send(send, _HEALTH, None, scope["method"] == "HEAD")
+                return
+        await self.app(scope, receive, send)
+
+    async def _send(self, send: Send, answer: Answer, origin: bytes | None, head: bool) -> None:
+        headers = answer.headers
+        if origin is not None:
+            if self._any_origin:
+                headers = [*headers, (b"access-control-allow-origin", b"*"), _EXPOSE]
+            elif origin in self._origins:
+                headers = [
+                    *headers,
+                    (b"access-control-allow-origin", origin),
+                    (b"vary", b"Origin"),
+                    _EXPOSE,
+                ]
+        start: Message = {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": headers,
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": b"" if head else answer.body})
+
+
+def _headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
+    if_none_match = origin = None
+    for name, value in scope["headers"]:
+        if name == b"if-none-match":
+            if_none_match = value
+        elif name == b"origin":
+            origin = value
+    return if_none_match, origin
