@@ -134,18 +134,23 @@ def test_a_wrong_token_fails_with_exit_code_1(service: ServiceProcess, tmp_path:
     assert wrong not in output
 
 
-async def test_a_deployment_without_admin_token_cannot_be_refreshed_over_http(
+async def test_no_admin_token_and_restricted_cors_on_the_server(
     simulator: RunningSimulator, redis_url: str, tmp_path: Path
 ) -> None:
-    with service_process(_env(simulator, redis_url, None), tmp_path) as svc:
-        without = await run_checks(svc.url, None, wait=30)
-        assert _failures(without) == []
-        detail = _by_name(without)[f"{FOREGROUND} without a token"].detail
-        assert "cannot be refreshed over HTTP" in detail
+    site = "https://www.example.org"
+    env = {**_env(simulator, redis_url, None), "CORS_ORIGINS": site}
+    with service_process(env, tmp_path) as svc:
+        without = await run_checks(svc.url, None, wait=30, origin=site)
         with_token = await run_checks(svc.url, TOKEN, wait=30)
-    failed = _failures(with_token)
-    assert [result.name for result in failed] == [BACKGROUND, FOREGROUND]
-    assert all("ADMIN_TOKEN is not set on the server" in result.detail for result in failed)
+    assert _failures(without) == []
+    names = _by_name(without)
+    assert "cannot be refreshed over HTTP" in names[f"{FOREGROUND} without a token"].detail
+    assert names["CORS"].detail == f"Origin {site}: Access-Control-Allow-Origin: {site}"
+    failed = _by_name(_failures(with_token))
+    assert list(failed) == ["CORS", BACKGROUND, FOREGROUND]
+    assert "check with --origin" in failed["CORS"].detail
+    assert "ADMIN_TOKEN is not set on the server" in failed[BACKGROUND].detail
+    assert "ADMIN_TOKEN is not set on the server" in failed[FOREGROUND].detail
 
 
 async def test_a_failing_simpro_is_reported_until_a_refresh_succeeds_again(

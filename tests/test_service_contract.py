@@ -47,9 +47,20 @@ async def test_etag_cache_control_and_cors(redis_url: str) -> None:
         assert response.headers["Access-Control-Allow-Origin"] == "*"
         assert "stale-while-revalidate" in response.headers["Cache-Control"]
         assert "stale-if-error" in response.headers["Cache-Control"]
+        # A CDN may cache an answer fetched without Origin and hand it to a browser: every
+        # answer carries the CORS header.
+        plain = await client.get("/api/simpro/customers")
+        assert plain.headers["Access-Control-Allow-Origin"] == "*"
         etag = response.headers["ETag"]
         again = await client.get("/api/simpro/customers", headers={"If-None-Match": etag})
         assert again.status_code == 304
+        assert again.headers["ETag"] == etag
+        listed = await client.get(
+            "/api/simpro/customers", headers={"If-None-Match": f'W/"other", {etag}'}
+        )
+        assert listed.status_code == 304
+        changed = await client.get("/api/simpro/customers", headers={"If-None-Match": 'W/"x"'})
+        assert changed.status_code == 200
 
 
 async def test_refresh_needs_the_admin_token(redis_url: str) -> None:
@@ -168,6 +179,12 @@ async def test_simpro_outage_keeps_the_old_value_and_shows_the_error(redis_url: 
         status = (await client.get("/api/simpro/customers/refresh")).json()
         assert "failed 2 times" in status["lastError"]
         assert ISO.match(status["lastErrorAt"])
+
+        simulator.faults.rate = 0.0
+        recovered = await client.post("/api/simpro/customers/refresh", headers=AUTH)
+        assert recovered.status_code == 200
+        status = (await client.get("/api/simpro/customers/refresh")).json()
+        assert status["lastError"] is None  # the status tells the latest refresh's story
 
 
 async def test_health_readiness_and_metrics(redis_url: str) -> None:

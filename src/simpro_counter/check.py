@@ -22,6 +22,7 @@ from rich.text import Text
 CUSTOMERS = "/api/simpro/customers"
 REFRESH = "/api/simpro/customers/refresh"
 STORAGES = ("redis", "memory")
+# The page origin the CORS check pretends to be (CORS_ORIGINS defaults to every site).
 CORS_ORIGIN = "https://example.com"
 
 # Seconds one ordinary request may take; a foreground refresh may take up to `wait`.
@@ -147,12 +148,18 @@ REFRESHED_FIELDS = {
 
 class _Checker:
     def __init__(
-        self, client: httpx.AsyncClient, base_url: str, token: str | None, wait: float
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        token: str | None,
+        wait: float,
+        origin: str,
     ) -> None:
         self.client = client
         self.base = base_url.rstrip("/")
         self.token = token
         self.wait = wait
+        self.origin = origin
         self.results: list[CheckResult] = []
         self.etag: str | None = None
         self.count_response: httpx.Response | None = None
@@ -278,14 +285,20 @@ class _Checker:
         return "304 Not Modified"
 
     async def cors(self) -> str:
-        response = await self.request("GET", CUSTOMERS, headers={"Origin": CORS_ORIGIN})
+        response = await self.request("GET", CUSTOMERS, headers={"Origin": self.origin})
         allowed = response.headers.get("Access-Control-Allow-Origin")
         if allowed is None:
             raise _CheckError(
-                f"Origin {CORS_ORIGIN}: no Access-Control-Allow-Origin header "
-                f"({_status(response)}); is CORS_ORIGINS restricted to other sites?"
+                f"Origin {self.origin}: no Access-Control-Allow-Origin header "
+                f"({response.status_code}); if CORS_ORIGINS lists only your sites, "
+                "check with --origin set to one of them"
             )
-        return f"Access-Control-Allow-Origin: {allowed}"
+        if allowed not in ("*", self.origin):
+            raise _CheckError(
+                f"Origin {self.origin}: Access-Control-Allow-Origin is {allowed!r}, "
+                "which browsers reject for this page"
+            )
+        return f"Origin {self.origin}: Access-Control-Allow-Origin: {allowed}"
 
     async def status(self) -> str:
         response = await self.request("GET", REFRESH)
@@ -485,16 +498,18 @@ async def run_checks(
     *,
     client: httpx.AsyncClient | None = None,
     wait: float = 60.0,
+    origin: str = CORS_ORIGIN,
 ) -> list[CheckResult]:
     """Check every endpoint of the deployment at `base_url`; one result per check.
 
     Without `token`, the checks that need the admin token are skipped (counted as passed).
-    `wait` bounds each wait for a value or for a running refresh to finish.
+    `wait` bounds each wait for a value or for a running refresh to finish; `origin` is
+    the page origin the CORS check sends.
     """
     if client is None:
         async with httpx.AsyncClient(follow_redirects=False) as own:
-            return await run_checks(base_url, token, client=own, wait=wait)
-    checker = _Checker(client, base_url, token, wait)
+            return await run_checks(base_url, token, client=own, wait=wait, origin=origin)
+    checker = _Checker(client, base_url, token, wait, origin)
     await checker.run("GET /healthz", checker.healthz)
     await checker.run(f"GET {CUSTOMERS}", checker.count)
     await checker.run("Cache headers", checker.cache_headers)
@@ -547,9 +562,14 @@ def render(results: list[CheckResult], console: Console) -> None:
 
 
 def check_deployment(
-    base_url: str, token: str | None, *, console: Console, wait: float = 60.0
+    base_url: str,
+    token: str | None,
+    *,
+    console: Console,
+    wait: float = 60.0,
+    origin: str = CORS_ORIGIN,
 ) -> int:
     """Run every check, print the report; the exit code: 0 when all passed, else 1."""
-    results = asyncio.run(run_checks(base_url, token, wait=wait))
+    results = asyncio.run(run_checks(base_url, token, wait=wait, origin=origin))
     render(results, console)
     return 0 if all_passed(results) else 1

@@ -264,3 +264,29 @@ def status(
     table.add_row("Storage", str(body.get("storage")))
     table.add_row("Last error", str(body.get("lastError") or "none"))
     console.print(table)
+
+
+@app.command()
+def check(
+    url: Annotated[str, typer.Option(help="Base URL of the running service.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="The service's ADMIN_TOKEN, to check POST refresh too.",
+            envvar="ADMIN_TOKEN",
+            show_envvar=True,
+        ),
+    ] = None,
+    origin: Annotated[
+        str, typer.Option(help="Page origin for the CORS check (one of CORS_ORIGINS).")
+    ] = "https://example.com",
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for a first value or a running refresh.")
+    ] = 60.0,
+) -> None:
+    """Check every endpoint of a running deployment; exit code 1 if any check fails."""
+    from simpro_counter.check import check_deployment
+
+    raise typer.Exit(check_deployment(url, token, console=console, wait=wait, origin=origin))

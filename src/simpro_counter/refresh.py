@@ -26,6 +26,7 @@ from simpro_counter.scan import ScanObserver, ScanReport, scan_customers
 from simpro_counter.settings import SimproConfig
 from simpro_counter.simpro import SimproClient
 from simpro_counter.store.base import Store
+from simpro_counter.store.tasks import stop_task
 from simpro_counter.store.values import MetricValue, RefreshStatus
 from simpro_counter.telemetry import Telemetry
 
@@ -102,10 +103,9 @@ class Refresher:
 
     async def aclose(self) -> None:
         """Cancel running refreshes (their locks are released) and wait for them."""
-        tasks = [*self._running.values(), *self._background]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in [*self._running.values(), *self._background]:
+            with contextlib.suppress(Exception):  # its failure was logged and recorded
+                await stop_task(task)
 
     async def _locked_refresh(self, metric: str, observer: ScanObserver | None) -> MetricValue:
         token = secrets.token_hex(16)
@@ -117,9 +117,9 @@ class Refresher:
         try:
             return await scan
         finally:
-            heartbeat.cancel()
-            scan.cancel()
-            await asyncio.gather(heartbeat, scan, return_exceptions=True)
+            for task in (heartbeat, scan):
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await stop_task(task)
             await self.store.release_lock(metric, token)
 
     async def _keep_lock(self, metric: str, token: str, scan: asyncio.Task[MetricValue]) -> None:
@@ -159,6 +159,8 @@ class Refresher:
                 last_started_at=started,
                 last_finished_at=finished,
                 last_success_at=finished,
+                last_error=None,
+                last_error_at=None,
                 last_report=report.as_json(),
             )
         )
@@ -175,9 +177,9 @@ class Refresher:
                 report.requests,
                 report.retries,
             )
-        else:
-            log.warning("Refresh of %s finished but a newer value was already stored", metric)
-        return value
+            return value
+        log.warning("Refresh of %s finished but a newer value was already stored", metric)
+        return await self.store.read(metric) or value
 
     async def _scan(self, observer: ScanObserver | None) -> ScanReport:
         async with SimproClient(self.simpro, transport=self._transport) as client:

@@ -7,13 +7,13 @@ one of them scan while the others skip.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from simpro_counter.refresh import CUSTOMERS, Refresher
 from simpro_counter.store.base import Store
+from simpro_counter.store.tasks import stop_task
 
 log = logging.getLogger("simpro_counter.scheduler")
 
@@ -56,9 +56,7 @@ class Scheduler:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
 
     async def _loop(self) -> None:
         while True:

@@ -94,7 +94,7 @@ class CounterReads:
             if monotonic - self._last_stale_trigger >= _STALE_TRIGGER_SECONDS:
                 self._last_stale_trigger = monotonic
                 self._refresher.start_background(CUSTOMERS)
-        if if_none_match is not None and if_none_match == answer.etag:
+        if if_none_match is not None and _matches(if_none_match, answer.etag):
             return answer.not_modified()
         return answer
 
@@ -122,3 +122,13 @@ class CounterReads:
         ).encode()
         headers = [_JSON, (b"etag", etag), (b"cache-control", CACHE_CONTROL)]
         return Answer.make(200, headers, body, etag)
+
+
+def _matches(if_none_match: bytes, etag: bytes | None) -> bool:
+    """RFC 9110 weak comparison of an If-None-Match list (or `*`) with our ETag."""
+    if if_none_match == etag:
+        return True
+    if etag is None:
+        return False
+    candidates = [tag.strip() for tag in if_none_match.split(b",")]
+    return b"*" in candidates or etag in candidates or etag.removeprefix(b"W/") in candidates
