@@ -38,17 +38,15 @@ class FastReads:
         await self.app(scope, receive, send)
 
     async def _send(self, send: Send, answer: Answer, origin: bytes | None, head: bool) -> None:
-        headers = answer.headers
-        if origin is not None:
-            if self._any_origin:
-                headers = [*headers, (b"access-control-allow-origin", b"*"), _EXPOSE]
-            elif origin in self._origins:
-                headers = [
-                    *headers,
-                    (b"access-control-allow-origin", origin),
-                    (b"vary", b"Origin"),
-                    _EXPOSE,
-                ]
+        # CDNs cache these answers: with "*" every answer carries the CORS header, and with
+        # a list every answer says it varies by Origin, so no cached copy lacks it.
+        if self._any_origin:
+            headers = [*answer.headers, (b"access-control-allow-origin", b"*"), _EXPOSE]
+        elif origin is not None and origin in self._origins:
+            allow = (b"access-control-allow-origin", origin)
+            headers = [*answer.headers, allow, (b"vary", b"Origin"), _EXPOSE]
+        else:
+            headers = [*answer.headers, (b"vary", b"Origin")]
         start: Message = {
             "type": "http.response.start",
             "status": answer.status,
