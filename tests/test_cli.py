@@ -125,6 +125,7 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
         [*CLI, "demo", "--port", str(port), "--simulator-port", str(sim_port),
          "--invoices", "900", "--latency", "0.01", "--fault-rate", "0.1"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=_env(ADMIN_TOKEN="demo-token"),
     )  # fmt: skip
     base, sim = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
     try:
@@ -142,8 +143,17 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
         truth = httpx.get(f"{sim}/__truth").json()
         assert body["count"] == truth["customers"]
 
-        # Demo mode: this machine may refresh without a token.
-        assert httpx.post(f"{base}/api/simpro/customers/refresh", timeout=60).status_code == 200
+        refreshed = httpx.post(
+            f"{base}/api/simpro/customers/refresh",
+            headers={"Authorization": "Bearer demo-token"},
+            timeout=60,
+        )
+        assert refreshed.status_code == 200
+
+        # Every endpoint of the running demo passes `check`.
+        checked = _run(["check", "--url", base, "--token", "demo-token"], _env(), tmp_path)
+        assert checked.returncode == 0, checked.stdout
+        assert " 0 failed" in checked.stdout
 
         # `refresh` on the same data dir publishes through the running demo's Redis.
         env = _env(SIMPRO_BASE_URL=sim, SIMPRO_API_KEY="demo-key", DATA_DIR=".simpro-counter/demo")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import secrets
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -215,13 +217,16 @@ def demo(
         fault_rate=fault_rate,
         slow_seconds=3.0,
     )
+    # ADMIN_TOKEN from the environment, else a fresh one for this run: printed below, so
+    # `check` and the refresh button can be tried exactly as in production.
+    token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(18)
     with running_simulator(sim_config, port=simulator_port) as running:
         settings = Settings(
             simpro_base_url=running.url,
             simpro_api_key=sim_config.api_key,
             simpro_timeout=2.0,
             data_dir=data_dir,
-            demo=True,
+            admin_token=token,
             port=port,
         )
         base = f"http://{settings.host}:{settings.port}"
@@ -232,8 +237,9 @@ def demo(
             f"  API docs    {base}/docs\n"
             f"  Simulator   {running.url} ({invoices:,} invoices, {fault_rate:.0%} faults; "
             f"truth at {running.url}/__truth)\n"
-            f"  Refresh     curl -X POST {base}/api/simpro/customers/refresh "
-            "(no token needed from this machine in demo mode)\n"
+            f"  Refresh     curl -X POST -H 'Authorization: Bearer {token}' "
+            f"{base}/api/simpro/customers/refresh\n"
+            f"  Check       simpro-counter check --url {base} --token {token}\n"
             "Press Ctrl-C to stop.",
             highlight=False,
         )
