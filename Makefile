@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the demo: a simulated Simpro build, scanned and counted
 	$(BIN)/simpro-counter demo
 
-test: $(STAMP)  ## every test
+test: $(STAMP)  ## every test (installs Chromium for the browser tests where missing)
+	scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -226,12 +227,15 @@ def demo(
             simpro_api_key=sim_config.api_key,
             simpro_timeout=2.0,
             data_dir=data_dir,
-            admin_token=token,
+            admin_token=SecretStr(token),
+            demo=True,
             port=port,
         )
         base = f"http://{settings.host}:{settings.port}"
         console.print(
             f"[bold]simpro-counter demo[/]\n"
+            f"  Homepage    {base}/\n"
+            f"  Admin       {base}/admin (token below)\n"
             f"  Counter     {base}/api/simpro/customers\n"
             f"  Status      {base}/api/simpro/customers/refresh\n"
             f"  API docs    {base}/docs\n"

@@ -85,7 +85,9 @@ class Settings(BaseSettings):
         default=8000, description="Port `serve` listens on"
     )
     demo: bool = Field(
-        default=False, description="Demo mode: loopback clients may refresh without a token"
+        default=False,
+        description="Demo mode: `/` is a sample homepage with the widget, and loopback "
+        "clients may refresh without a token when ADMIN_TOKEN is unset",
     )
 
     @property

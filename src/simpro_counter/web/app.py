@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from simpro_counter.settings import Settings, simpro_config
-from simpro_counter.web import counters, ops
+from simpro_counter.web import admin, counters, ops, pages
 from simpro_counter.web.fastpath import FastReads
 from simpro_counter.web.runtime import Runtime
 
@@ -48,4 +48,6 @@ def create_app(
     app.add_middleware(FastReads, cors_origins=settings.cors_origin_list)
     app.include_router(counters.router, tags=["counters"])
     app.include_router(ops.router, tags=["operations"])
+    app.include_router(pages.router, tags=["pages"])
+    app.include_router(admin.router, tags=["admin"])
     return app
