@@ -16,7 +16,7 @@ from simpro_counter.simulator import (
     running_simulator,
 )
 
-pytest_plugins = ["tests.redis_fixtures"]
+pytest_plugins = ["tests.redis_fixtures", "tests.browser_fixtures"]
 
 SIM_URL = "http://simpro.test"
 
