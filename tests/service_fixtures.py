@@ -104,11 +104,14 @@ def service_process(env: dict[str, str], cwd: Path) -> Iterator[ServiceProcess]:
         log.close()
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
+def stop_process(
+    process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, timeout: float = 15
+) -> None:
+    """Ask a process to stop by its PID; kill it if it has not after `timeout` seconds."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

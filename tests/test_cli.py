@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from simpro_counter.simulator import RunningSimulator
+from tests.service_fixtures import free_port, stop_process
 
 CLI = [sys.executable, "-m", "simpro_counter"]
 
@@ -72,17 +72,10 @@ def test_refresh_with_a_wrong_key_fails_fast(
     assert time.monotonic() - started < 30
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def simulate_process(tmp_path: Path) -> Iterator[str]:
     """`simpro-counter simulate` as its own process, stopped by its PID."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [*CLI, "simulate", "--port", str(port), "--invoices", "800", "--rate", "0"],
         cwd=tmp_path,
@@ -102,12 +95,7 @@ def simulate_process(tmp_path: Path) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGINT)
 
 
 def test_simulate_serves_a_build_that_refresh_counts(simulate_process: str, tmp_path: Path) -> None:
@@ -120,7 +108,7 @@ def test_simulate_serves_a_build_that_refresh_counts(simulate_process: str, tmp_
 
 
 def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path) -> None:
-    port, sim_port = _free_port(), _free_port()
+    port, sim_port = free_port(), free_port()
     demo = subprocess.Popen(
         [*CLI, "demo", "--port", str(port), "--simulator-port", str(sim_port),
          "--invoices", "900", "--latency", "0.01", "--fault-rate", "0.1"],
@@ -165,10 +153,5 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
         assert status.returncode == 0, status.stderr
         assert f"{truth['customers']:,}" in status.stdout
     finally:
-        demo.send_signal(signal.SIGINT)
-        try:
-            demo.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            demo.wait()
+        stop_process(demo, signal.SIGINT, timeout=20)
     assert demo.returncode == 0
