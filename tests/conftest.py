@@ -59,3 +59,13 @@ def live_simulator() -> Iterator[RunningSimulator]:
     config = SimulatorConfig(invoices=1500, customers=350, seed=5, rate=0, slow_seconds=1.0)
     with running_simulator(config) as running:
         yield running
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last.
+
+    Playwright's sync API keeps an event loop running in the session for as long as the
+    browser lives; an asyncio test after it would find a loop already running.
+    """
+    browser_fixtures = {"page", "browser", "playwright"}
+    items.sort(key=lambda item: bool(browser_fixtures & set(getattr(item, "fixturenames", ()))))

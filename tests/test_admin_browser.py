@@ -1,0 +1,137 @@
+"""The admin dashboard in real Chromium against `simpro-counter serve`, the simulator, Redis."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from simpro_counter.simulator import RunningSimulator, SimulatorConfig, running_simulator
+from simpro_counter.store import EmbeddedRedis
+from tests.browser_fixtures import ARTIFACTS
+from tests.service_fixtures import ADMIN_TOKEN, ServiceProcess, service_process
+
+DOCS_IMAGE = Path(__file__).resolve().parent.parent / "docs" / "images" / "dashboard.png"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    sim: RunningSimulator
+    service: ServiceProcess
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    shared_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """One service process (with ADMIN_TOKEN) over the simulator, its first count done."""
+    config = SimulatorConfig(invoices=1500, customers=350, seed=41, rate=0)
+    with running_simulator(config) as sim:
+        env = {
+            "SIMPRO_BASE_URL": sim.url,
+            "SIMPRO_API_KEY": "demo-key",
+            "SIMPRO_RATE_LIMIT": "1000",
+            "REDIS_URL": shared_redis.url,
+            "KEY_PREFIX": f"admin-{uuid.uuid4().hex[:8]}",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "REFRESH_CHECK_INTERVAL": "3600",
+        }
+        with service_process(env, tmp_path_factory.mktemp("admin")) as service:
+            _wait_until_counted(service.url)
+            yield Deployment(sim, service)
+
+
+def _wait_until_counted(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/api/simpro/customers").json()["count"] is None:
+        assert time.monotonic() < deadline, "no count within 30 s"
+        time.sleep(0.1)
+
+
+def _sign_in(page: Page, url: str, token: str) -> None:
+    page.goto(f"{url}/admin")
+    page.get_by_label("Admin token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_without_the_token_the_browser_sees_only_the_login_form(
+    page: Page, deployment: Deployment
+) -> None:
+    url = deployment.service.url
+    truth = deployment.sim.simulator.truth().customers
+    page.goto(f"{url}/admin")
+    expect(page.get_by_label("Admin token")).to_be_visible()
+    _sign_in(page, url, "not-the-token")
+    expect(page.get_by_role("alert")).to_have_text("Wrong token.")
+    content = page.content()
+    for secret in (str(truth), f"{truth:,}", "Recent refreshes", "csrf-token", ADMIN_TOKEN):
+        assert secret not in content
+    assert page.context.cookies() == []
+    # The page's own scripts cannot read the state without a session either.
+    status = page.evaluate("fetch('/admin/api/state').then(r => r.status)")
+    assert status == 401
+
+
+def test_refresh_now_shows_refreshing_then_the_new_value(
+    page: Page, deployment: Deployment
+) -> None:
+    sim = deployment.sim.simulator
+    url = deployment.service.url
+    page.set_viewport_size({"width": 1200, "height": 900})
+    # A CSP violation or a script error would show up here.
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    _sign_in(page, url, ADMIN_TOKEN)
+    card = page.locator('article.metric[data-metric="customers"]')
+    value = card.locator('[data-field="value"]')
+    expect(value).to_have_attribute("data-value", str(sim.truth().customers))
+    expect(card.locator('[data-field="state"]')).to_have_text("fresh")
+    rows = page.locator("#history tbody tr")
+    expect(rows).not_to_have_count(0)
+    before = rows.count()
+    [cookie] = page.context.cookies()
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert ADMIN_TOKEN not in cookie["value"]
+
+    invoiced = {sim.dataset.invoice(i).customer_id for i in sim.dataset.invoice_ids()}
+    sim.dataset.add_invoice(customer_id=min(set(sim.dataset.customer_ids()) - invoiced))
+    expected = sim.truth().customers
+    sim.latency.mean = 0.6  # the scan now takes about two seconds: long enough to watch
+    try:
+        card.get_by_role("button", name="Refresh now").click()
+        expect(card.locator('[data-field="state"]')).to_have_text("refreshing")
+        expect(card.locator('[data-field="refreshing"]')).to_have_text(re.compile(r"^yes"))
+        expect(page.locator("#updated")).to_have_text(re.compile(r"^Live"))
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "admin_dashboard_refreshing.png"), full_page=True)
+        expect(value).to_have_attribute("data-value", str(expected), timeout=20_000)
+    finally:
+        sim.latency.mean = 0.0
+    expect(value).to_have_text(f"{expected:,}")
+    expect(card.locator('[data-field="state"]')).to_have_text("fresh")
+    expect(card.locator('[data-field="message"]')).to_have_text("Refresh finished.")
+    expect(rows).to_have_count(before + 1)
+    expect(rows.first.locator("td").nth(3)).to_have_text(f"{expected:,}")
+    expect(card.locator('[data-field="lastError"]')).to_have_text("none")
+    expect(page.locator('#redis [data-field="health"]')).to_have_text("healthy")
+    DOCS_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(DOCS_IMAGE), full_page=True)
+    assert problems == []
+
+
+def test_sign_out_ends_the_session(page: Page, deployment: Deployment) -> None:
+    _sign_in(page, deployment.service.url, ADMIN_TOKEN)
+    expect(page.locator('article.metric[data-metric="customers"]')).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("Admin token")).to_be_visible()
+    assert page.context.cookies() == []
+    assert page.evaluate("fetch('/admin/api/state').then(r => r.status)") == 401

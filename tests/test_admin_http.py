@@ -1,0 +1,358 @@
+"""The admin over HTTP: closed without ADMIN_TOKEN, sessions, CSRF, origins, headers, state.
+
+The app runs in-process with its lifespan, a real redis-server and the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from simpro_counter.simulator import Simulator, SimulatorConfig
+from simpro_counter.web.admin.session import SessionCodec
+from tests.service_fixtures import ADMIN_TOKEN, running_app, service_settings, wait_for_count
+
+ORIGIN = "http://service"  # the in-process client's base URL: same origin
+COOKIE = "simpro_admin"
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _simulator(**overrides: Any) -> Simulator:
+    values: dict[str, Any] = {"invoices": 600, "customers": 150, "seed": 31, "rate": 0}
+    values.update(overrides)
+    return Simulator(SimulatorConfig(**values))
+
+
+@asynccontextmanager
+async def _admin_app(
+    redis_url: str, simulator: Simulator | None = None, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    simulator = simulator or _simulator()
+    settings = service_settings(redis_url, **overrides)
+    async with running_app(settings, simulator.transport()) as (_, client):
+        await wait_for_count(client)
+        yield client
+
+
+async def _login(client: httpx.AsyncClient, token: str = ADMIN_TOKEN) -> httpx.Response:
+    return await client.post(
+        "/admin/login",
+        data={"token": token},
+        headers={"Origin": ORIGIN, "Sec-Fetch-Site": "same-origin"},
+    )
+
+
+async def _session(client: httpx.AsyncClient) -> tuple[dict[str, str], str]:
+    """Log in; the Cookie header to send from now on, and the page's CSRF token."""
+    response = await _login(client)
+    assert response.status_code == 303, response.text
+    client.cookies.clear()  # the cookie is sent by hand below, nothing implicit
+    cookies = _cookie(response.cookies[COOKIE])
+    page = await client.get("/admin", headers=cookies)
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', page.text)
+    assert match, page.text
+    return cookies, match.group(1)
+
+
+def _cookie(value: str) -> dict[str, str]:
+    return {"Cookie": f"{COOKIE}={value}"}
+
+
+def _set_cookie(response: httpx.Response) -> list[str]:
+    return [part.strip() for part in response.headers["set-cookie"].split(";")]
+
+
+def _assert_secured(response: httpx.Response) -> None:
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "'unsafe-inline'" not in csp
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_without_admin_token_the_admin_explains_how_to_enable_it(redis_url: str) -> None:
+    simulator = _simulator()
+    async with _admin_app(redis_url, simulator, admin_token=None) as client:
+        page = await client.get("/admin")
+        assert page.status_code == 403
+        assert "ADMIN_TOKEN" in page.text
+        assert "disabled" in page.text
+        assert str(simulator.truth().customers) not in page.text
+        assert "<script" not in page.text
+        _assert_secured(page)
+        state = await client.get("/admin/api/state")
+        assert state.status_code == 403
+        assert set(state.json()) == {"error"}
+        login = await _login(client, "anything")
+        assert login.status_code == 403
+        assert "set-cookie" not in login.headers
+        refresh = await client.post("/admin/api/refresh", headers={"Origin": ORIGIN})
+        assert refresh.status_code == 403
+
+
+async def test_unauthenticated_requests_see_the_login_form_and_no_data(redis_url: str) -> None:
+    simulator = _simulator()
+    async with _admin_app(redis_url, simulator) as client:
+        page = await client.get("/admin")
+        assert page.status_code == 200
+        assert 'name="token"' in page.text
+        assert 'action="/admin/login"' in page.text
+        assert str(simulator.truth().customers) not in page.text
+        _assert_secured(page)
+        state = await client.get("/admin/api/state")
+        assert state.status_code == 401
+        assert set(state.json()) == {"error"}
+        _assert_secured(state)
+        refresh = await client.post("/admin/api/refresh", headers={"Origin": ORIGIN})
+        assert refresh.status_code == 401
+
+        wrong = await _login(client, "not-the-token")
+        assert wrong.status_code == 401
+        assert "Wrong token" in wrong.text
+        assert "set-cookie" not in wrong.headers
+
+
+async def test_login_sets_a_signed_strict_http_only_cookie(redis_url: str) -> None:
+    async with _admin_app(redis_url) as client:
+        response = await _login(client)
+        assert response.status_code == 303
+        assert response.headers["location"] == "/admin"
+        _assert_secured(response)
+        attributes = _set_cookie(response)
+        lowered = [attribute.lower() for attribute in attributes]
+        assert "httponly" in lowered
+        assert "samesite=strict" in lowered
+        assert "path=/admin" in lowered
+        assert "max-age=43200" in lowered
+        assert "secure" not in lowered  # plain http here; see the https test below
+        value = response.cookies[COOKIE]
+        assert ADMIN_TOKEN not in value
+        assert ADMIN_TOKEN not in response.headers["set-cookie"]
+
+        # Over https (directly, or behind a proxy that says so) the cookie is Secure.
+        forwarded = await client.post(
+            "/admin/login",
+            data={"token": ADMIN_TOKEN},
+            headers={"Origin": "https://service", "X-Forwarded-Proto": "https"},
+        )
+        assert forwarded.status_code == 303
+        assert "secure" in [attribute.lower() for attribute in _set_cookie(forwarded)]
+
+
+async def test_state_has_every_field(redis_url: str) -> None:
+    simulator = _simulator()
+    async with _admin_app(redis_url, simulator) as client:
+        cookies, _ = await _session(client)
+        response = await client.get("/admin/api/state", headers=cookies)
+        assert response.status_code == 200
+        _assert_secured(response)
+        state = response.json()
+    assert ISO.match(state["now"])
+    assert state["storage"] == "redis"
+    assert state["redis"]["healthy"] is True
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", state["redis"]["location"])
+    assert state["redis"]["lastError"] is None
+    [metric] = state["metrics"]
+    assert metric["metric"] == "customers"
+    assert metric["value"] == simulator.truth().customers
+    assert metric["state"] == "fresh"
+    assert metric["stale"] is False
+    assert metric["isRefreshing"] is False
+    assert metric["refreshingSince"] is None
+    assert 0 <= metric["age"] < 30
+    assert metric["ttl"] == 21600
+    assert ISO.match(metric["computedAt"])
+    assert ISO.match(metric["nextRefresh"])
+    assert metric["storage"] == "redis"
+    assert metric["lastError"] is None
+    last = metric["lastRefresh"]
+    assert last["ok"] is True
+    assert last["totalInvoices"] == simulator.truth().invoices
+    assert last["pages"] >= 3
+    assert last["requests"] >= last["pages"]
+    assert last["retries"] == 0
+    assert last["duration"] >= 0
+    assert ISO.match(last["finishedAt"])
+    [entry] = state["history"]
+    assert entry["metric"] == "customers"
+    assert entry["ok"] is True
+    assert entry["count"] == simulator.truth().customers
+    assert ISO.match(entry["finishedAt"])
+    assert set(entry) == {
+        "metric",
+        "finishedAt",
+        "ok",
+        "count",
+        "totalInvoices",
+        "duration",
+        "pages",
+        "requests",
+        "retries",
+        "error",
+    }
+    assert ADMIN_TOKEN not in response.text
+
+
+async def test_refresh_needs_the_csrf_token_and_the_same_origin(redis_url: str) -> None:
+    simulator = _simulator()
+    async with _admin_app(redis_url, simulator) as client:
+        cookies, csrf = await _session(client)
+        other_cookies, other_csrf = await _session(client)
+        same = {"Origin": ORIGIN, "Sec-Fetch-Site": "same-origin"}
+
+        async def post(headers: dict[str, str], jar: dict[str, str] = cookies) -> httpx.Response:
+            return await client.post("/admin/api/refresh", headers={**headers, **jar})
+
+        assert (await post(same)).status_code == 403  # no CSRF token
+        assert (await post({**same, "X-CSRF-Token": "forged"})).status_code == 403
+        # Each session has its own token: another session's does not do.
+        assert (await post({**same, "X-CSRF-Token": other_csrf})).status_code == 403
+        assert other_csrf != csrf
+        foreign = {"Origin": "https://evil.example", "X-CSRF-Token": csrf}
+        assert (await post(foreign)).status_code == 403
+        cross_site = {"Sec-Fetch-Site": "cross-site", "X-CSRF-Token": csrf}
+        assert (await post(cross_site)).status_code == 403
+        other_port = {"Origin": "http://service:8080", "X-CSRF-Token": csrf}
+        assert (await post(other_port)).status_code == 403
+        # `Origin: null` (sandboxed frames; also our own pages under no-referrer) passes
+        # only when the browser vouches with Sec-Fetch-Site.
+        opaque = {"Origin": "null", "X-CSRF-Token": csrf}
+        assert (await post(opaque)).status_code == 403
+        assert (await post({**opaque, "Sec-Fetch-Site": "cross-site"})).status_code == 403
+        denied = await post(foreign)
+        _assert_secured(denied)
+        assert "error" in denied.json()
+
+        invoiced = {
+            simulator.dataset.invoice(i).customer_id for i in simulator.dataset.invoice_ids()
+        }
+        simulator.dataset.add_invoice(
+            customer_id=min(set(simulator.dataset.customer_ids()) - invoiced)
+        )
+        simulator.latency.mean = 0.05  # long enough to see it running
+        started = await post({**same, "X-CSRF-Token": csrf})
+        assert started.status_code == 202, started.text
+        assert started.json()["started"] is True
+        busy = await post({**same, "X-CSRF-Token": other_csrf}, other_cookies)
+        assert busy.status_code == 409
+        assert busy.json()["isRefreshing"] is True
+        unknown = await client.post(
+            "/admin/api/refresh?metric=nope",
+            headers={**same, "X-CSRF-Token": csrf, **cookies},
+        )
+        assert unknown.status_code == 404
+
+        state = await _wait_until_idle(client, cookies)
+    assert state["metrics"][0]["value"] == simulator.truth().customers
+    assert len(state["history"]) == 2
+    assert state["history"][0]["count"] == simulator.truth().customers
+
+
+async def _wait_until_idle(client: httpx.AsyncClient, cookies: dict[str, str]) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        state: dict[str, Any] = (await client.get("/admin/api/state", headers=cookies)).json()
+        if not state["metrics"][0]["isRefreshing"]:
+            return state
+        assert state["metrics"][0]["state"] == "refreshing"
+        assert time.monotonic() < deadline, "the refresh did not finish"
+        await asyncio.sleep(0.05)
+
+
+async def test_forged_expired_and_foreign_sessions_are_refused(redis_url: str) -> None:
+    async with _admin_app(redis_url) as client:
+        cookies, _ = await _session(client)
+        value = cookies["Cookie"].removeprefix(f"{COOKIE}=")
+        expires, nonce, signature = value.split(".")
+        flipped = signature[:-1] + ("A" if signature[-1] != "A" else "B")
+        later = str(int(expires) + 3600)
+        _, expired = SessionCodec(ADMIN_TOKEN).issue(now=time.time() - 13 * 3600)
+        _, other_token = SessionCodec("another-token").issue()
+        for bad in (
+            f"{expires}.{nonce}.{flipped}",  # tampered signature
+            f"{later}.{nonce}.{signature}",  # extended expiry
+            expired,
+            other_token,  # signed with another ADMIN_TOKEN (a rotated one)
+            ADMIN_TOKEN,  # the token itself is not a session
+            "",
+        ):
+            response = await client.get("/admin/api/state", headers=_cookie(bad))
+            assert response.status_code == 401, bad
+            page = await client.get("/admin", headers=_cookie(bad))
+            assert 'name="token"' in page.text
+            assert "csrf-token" not in page.text
+        # The genuine cookie still works.
+        assert (await client.get("/admin/api/state", headers=cookies)).status_code == 200
+
+
+async def test_logout_needs_csrf_and_ends_the_session(redis_url: str) -> None:
+    async with _admin_app(redis_url) as client:
+        cookies, csrf = await _session(client)
+        same = {"Origin": ORIGIN, "Sec-Fetch-Site": "same-origin"}
+        refused = await client.post("/admin/logout", headers={**same, **cookies})
+        assert refused.status_code == 403
+        foreign = await client.post(
+            "/admin/logout",
+            data={"csrf": csrf},
+            headers={"Origin": "https://evil.example", **cookies},
+        )
+        assert foreign.status_code == 403
+        assert (await client.get("/admin/api/state", headers=cookies)).status_code == 200
+
+        response = await client.post(
+            "/admin/logout", data={"csrf": csrf}, headers={**same, **cookies}
+        )
+        assert response.status_code == 303
+        assert response.headers["location"] == "/admin"
+        attributes = [attribute.lower() for attribute in _set_cookie(response)]
+        assert f'{COOKIE}=""' in attributes
+        assert "max-age=0" in attributes
+        # A copy of the cookie kept elsewhere no longer works on this server either.
+        assert (await client.get("/admin/api/state", headers=cookies)).status_code == 401
+
+
+async def test_failed_logins_are_slowed_and_then_refused(redis_url: str) -> None:
+    async with _admin_app(redis_url) as client:
+        started = time.monotonic()
+        wrong = await asyncio.gather(*(_login(client, f"guess-{i}") for i in range(10)))
+        assert [response.status_code for response in wrong] == [401] * 10
+        assert time.monotonic() - started >= 0.3  # each failure is delayed
+        # Past the limit even the right token is refused, for a while.
+        blocked = await _login(client)
+        assert blocked.status_code == 429
+        assert 0 < int(blocked.headers["retry-after"]) <= 300
+        assert "set-cookie" not in blocked.headers
+        assert "Too many" in blocked.text
+
+
+async def test_login_from_another_site_is_refused(redis_url: str) -> None:
+    async with _admin_app(redis_url) as client:
+        response = await client.post(
+            "/admin/login", data={"token": ADMIN_TOKEN}, headers={"Origin": "https://evil.example"}
+        )
+        assert response.status_code == 403
+        assert "set-cookie" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [("admin.js", "text/javascript"), ("admin.css", "text/css")],
+)
+async def test_assets(redis_url: str, name: str, media_type: str) -> None:
+    async with _admin_app(redis_url) as client:
+        response = await client.get(f"/admin/static/{name}")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith(media_type)
+        _assert_secured(response)
+        for missing in ("admin-login.html", "..%2Fadmin%2F__init__.py", "nope.js"):
+            assert (await client.get(f"/admin/static/{missing}")).status_code == 404
