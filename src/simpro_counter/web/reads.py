@@ -94,7 +94,7 @@ class CounterReads:
             if monotonic - self._last_stale_trigger >= _STALE_TRIGGER_SECONDS:
                 self._last_stale_trigger = monotonic
                 self._refresher.start_background(CUSTOMERS)
-        if if_none_match is not None and _matches(if_none_match, answer.etag):
+        if if_none_match is not None and etag_matches(if_none_match, answer.etag):
             return answer.not_modified()
         return answer
 
@@ -124,7 +124,7 @@ class CounterReads:
         return Answer.make(200, headers, body, etag)
 
 
-def _matches(if_none_match: bytes, etag: bytes | None) -> bool:
+def etag_matches(if_none_match: bytes, etag: bytes | None) -> bool:
     """RFC 9110 weak comparison of an If-None-Match list (or `*`) with our ETag."""
     if if_none_match == etag:
         return True
