@@ -1,0 +1,52 @@
+"""The scheduler refreshes a stale value; with two replicas only one of them scans."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import replace
+
+from simpro_counter.refresh import CUSTOMERS
+from simpro_counter.simulator import Simulator, SimulatorConfig
+from simpro_counter.web.runtime import Runtime
+from tests.service_fixtures import running_app, service_settings, wait_for_count
+
+
+async def test_a_stale_value_is_refreshed_by_exactly_one_replica(redis_url: str) -> None:
+    simulator = Simulator(SimulatorConfig(invoices=600, customers=120, seed=12, rate=0))
+    settings = service_settings(redis_url)
+    async with (
+        running_app(settings, simulator.transport()) as (first, client),
+        running_app(settings, simulator.transport()) as (second, _),
+    ):
+        await wait_for_count(client)
+        runtime_a: Runtime = first.state.runtime
+        runtime_b: Runtime = second.state.runtime
+        value = await runtime_a.store.read(CUSTOMERS)
+        assert value is not None
+        # Make the stored value seven hours old (the TTL is six): a published, older value
+        # with a newer fence, as a refresh long ago would have left it.
+        old = replace(value, computed_at=time.time() - 7 * 3600, fence=value.fence + 1)
+        assert await runtime_a.store.publish(old)
+        stale = (await client.get("/api/simpro/customers")).json()
+        for _ in range(100):
+            if stale["stale"]:
+                break
+            await asyncio.sleep(0.02)
+            stale = (await client.get("/api/simpro/customers")).json()
+        assert stale["stale"] is True
+        simulator.stats.reset()
+
+        started = await runtime_a.scheduler.check_once() + await runtime_b.scheduler.check_once()
+        assert started  # at least one replica saw it due
+        for _ in range(200):
+            fresh = await runtime_b.store.read(CUSTOMERS)
+            if fresh is not None and not fresh.is_stale(time.time()):
+                break
+            await asyncio.sleep(0.05)
+        assert fresh is not None
+        assert not fresh.is_stale(time.time())
+        assert fresh.value == simulator.truth().customers
+        # One scan in all: its pages, the catch-up and the final count.
+        assert simulator.stats.total == math.ceil(600 / 250) + 2
