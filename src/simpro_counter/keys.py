@@ -33,6 +33,39 @@ class MetricKeys:
 
 
 @dataclass(frozen=True)
+class LedgerBuildingKeys:
+    """Temporary keys a ledger rebuild fills before swapping them over the live ones."""
+
+    invoice_customer: str
+    customer_invoices: str
+
+
+@dataclass(frozen=True)
+class LedgerKeys:
+    """The invoice ledger: the exact, incrementally maintained state of the customer count."""
+
+    invoice_customer: str
+    """Hash invoiceID -> customerID, or "" for an invoice without a customer."""
+    customer_invoices: str
+    """Hash customerID -> number of its invoices (customers with none are absent)."""
+    customers: str
+    """Number of customers with at least one invoice (decimal string)."""
+    invoices: str
+    """Number of invoices (decimal string)."""
+    version: str
+    """INCR on every change (each applied event and each rebuild)."""
+    journal: str
+    """Capped list of `version:invoice:customer` entries, replayed after a rebuild."""
+
+    def building(self, token: str) -> LedgerBuildingKeys:
+        """The temporary keys of the rebuild identified by `token`."""
+        return LedgerBuildingKeys(
+            invoice_customer=f"{self.invoice_customer}:building:{token}",
+            customer_invoices=f"{self.customer_invoices}:building:{token}",
+        )
+
+
+@dataclass(frozen=True)
 class Keys:
     prefix: str = DEFAULT_PREFIX
 
@@ -59,6 +92,19 @@ class Keys:
         """List of the most recent refreshes (JSON), newest first."""
         return f"{self.prefix}:refresh_history"
 
+    @property
+    def ledger(self) -> LedgerKeys:
+        """The invoice ledger's keys (`store.ledger.InvoiceLedgerStore`)."""
+        stem = f"{self.prefix}:ledger"
+        return LedgerKeys(
+            invoice_customer=f"{stem}:invoice_customer",
+            customer_invoices=f"{stem}:customer_invoices",
+            customers=f"{stem}:customers",
+            invoices=f"{stem}:invoices",
+            version=f"{stem}:version",
+            journal=f"{stem}:journal",
+        )
+
 
 _STEMS = {"customers": "customer_count"}
 
@@ -68,3 +114,8 @@ LOCK_TTL_SECONDS = 15.0
 LOCK_HEARTBEAT_SECONDS = LOCK_TTL_SECONDS / 3
 # Recent refreshes kept in `Keys.history`.
 HISTORY_LENGTH = 20
+# Ledger events kept in `Keys.ledger.journal` for replay after a rebuild: enough for the
+# events that arrive during a full scan (minutes at most, webhooks arrive far slower).
+LEDGER_JOURNAL_LENGTH = 10_000
+# A rebuild's temporary keys expire after this long, so a crashed rebuild leaves no garbage.
+LEDGER_BUILD_TTL_SECONDS = 3600

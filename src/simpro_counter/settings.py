@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         default=LOCK_TTL_SECONDS,
         description="Seconds a refresh lock outlives a holder that stopped heart-beating",
     )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Secret Simpro signs webhook deliveries with"
+    )
     host: str = Field(default="127.0.0.1", description="Interface `serve` listens on")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8000, description="Port `serve` listens on"

@@ -27,7 +27,13 @@ from simpro_counter.errors import (
 )
 from simpro_counter.settings import SimproConfig
 from simpro_counter.simpro.auth import ApiKeyAuth, ClientCredentialsAuth
-from simpro_counter.simpro.retry import TransientError, backoff_for, describe, parse_retry_after
+from simpro_counter.simpro.retry import (
+    TransientError,
+    backoff_for,
+    backoff_for_unsafe,
+    describe,
+    parse_retry_after,
+)
 
 Record = dict[str, Any]
 Params = Mapping[str, str | int]
@@ -283,11 +289,28 @@ class SimproClient:
         self, path: str, params: Params, *, headers: Mapping[str, str] | None = None
     ) -> tuple[httpx.Response, Any]:
         """GET a path under the API root with retries; the response and its decoded body."""
+        return await self.request_json("GET", path, params=params, headers=headers)
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[httpx.Response, Any]:
+        """Send a request under the API root with retries; the response and its decoded body.
+
+        GET is retried on every transient failure. Other methods are not idempotent, so
+        they are retried only when Simpro certainly did not act: a 429, or a connection
+        that could not be opened.
+        """
         started = time.monotonic()
         attempts = 0
         try:
             async for attempt in stamina.retry_context(
-                on=backoff_for,
+                on=backoff_for if method == "GET" else backoff_for_unsafe,
                 attempts=self.config.retry_attempts,
                 timeout=self.config.retry_timeout,
                 wait_initial=0.25,
@@ -298,21 +321,28 @@ class SimproClient:
                     attempts = attempt.num
                     if attempts > 1:
                         self.stats.retries += 1
-                    return await self._attempt(path, params, headers)
+                    return await self._attempt(method, path, params, json, headers)
         except (TransientError, httpx.TransportError, httpx.DecodingError) as exc:
             elapsed = time.monotonic() - started
             raise SimproUnavailableError(
-                f"GET {path} failed {attempts} times in {elapsed:.1f}s; last: {describe(exc)}"
+                f"{method} {path} failed {attempts} times in {elapsed:.1f}s; last: {describe(exc)}"
             ) from exc
         raise AssertionError("stamina ended without a result or an error")  # pragma: no cover
 
     async def _attempt(
-        self, path: str, params: Params, headers: Mapping[str, str] | None
+        self,
+        method: str,
+        path: str,
+        params: Params | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
     ) -> tuple[httpx.Response, Any]:
         async with self._in_flight:
             await self._limiter.acquire()
             self.stats.requests += 1
-            response = await self._http.get(path, params=params, headers=headers)
+            response = await self._http.request(
+                method, path, params=params, json=json, headers=headers
+            )
         status = response.status_code
         self.stats.by_status[status] += 1
         if status == httpx.codes.NOT_MODIFIED:
@@ -321,20 +351,23 @@ class SimproClient:
             raise TransientError(
                 "429 Too Many Requests (rate limited)",
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                rate_limited=True,
             )
         if status >= httpx.codes.INTERNAL_SERVER_ERROR:
             raise TransientError(f"{status} {response.reason_phrase}: {_simpro_message(response)}")
         if status in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
             raise SimproAuthError(
-                f"{status} {response.reason_phrase} from Simpro for GET {path}: "
+                f"{status} {response.reason_phrase} from Simpro for {method} {path}: "
                 f"{_simpro_message(response)}; check {self.config.credential_setting}"
             )
         if status >= httpx.codes.BAD_REQUEST:
             raise SimproRequestError(
-                f"{status} {response.reason_phrase} from Simpro for GET {path}: "
+                f"{status} {response.reason_phrase} from Simpro for {method} {path}: "
                 f"{_simpro_message(response)}",
                 status=status,
             )
+        if status == httpx.codes.NO_CONTENT or not response.content:
+            return response, None
         try:
             return response, response.json()
         except ValueError:

@@ -16,9 +16,12 @@ import httpx
 class TransientError(Exception):
     """A failure that may go away on its own: 429, 5xx, a broken body."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, rate_limited: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.rate_limited = rate_limited
 
 
 # The longest Retry-After we obey as given; a larger one is capped so a retry budget of a
@@ -34,6 +37,16 @@ def backoff_for(exc: Exception) -> bool | float:
         return True
     # Timeouts, refused and dropped connections, and bodies that fail to decode.
     return isinstance(exc, httpx.TransportError | httpx.DecodingError)
+
+
+def backoff_for_unsafe(exc: Exception) -> bool | float:
+    """Like :func:`backoff_for`, for requests Simpro must not receive twice (POST, ...).
+
+    Retried only when Simpro certainly did not act on it: rate limited, or never connected.
+    """
+    if isinstance(exc, TransientError) and exc.rate_limited:
+        return exc.retry_after if exc.retry_after is not None else True
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -15,6 +17,7 @@ from .api import SimproApi
 from .auth import token_endpoint
 from .control import control_routes
 from .gate import GateParts, SimproGate
+from .webhooks import webhook_routes
 
 if TYPE_CHECKING:
     from .simulator import Simulator
@@ -30,6 +33,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def build_app(simulator: Simulator) -> Starlette:
     api = SimproApi(simulator.dataset, simulator.config, simulator.clock)
     routes = [
+        # Before the generic GET route, which would answer setup/webhooks/ with 404.
+        *webhook_routes(simulator.webhooks, simulator.config.company_ids),
         Route("/api/v1.0/{rest:path}", api.handle, methods=["GET"]),
         Route("/oauth2/token", token_endpoint(simulator.auth), methods=["POST"]),
         *control_routes(simulator.dataset, simulator.faults, simulator.stats),
@@ -44,8 +49,20 @@ def build_app(simulator: Simulator) -> Starlette:
         slow_seconds=simulator.config.slow_seconds,
         clock=simulator.clock,
     )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Under uvicorn, webhook deliveries run in the background on its loop. The
+        # in-process transport sends no lifespan events: there, use webhooks.flush().
+        await simulator.webhooks.start()
+        try:
+            yield
+        finally:
+            await simulator.webhooks.stop()
+
     return Starlette(
         routes=routes,
+        lifespan=lifespan,
         middleware=[Middleware(SimproGate, parts=parts)],
         exception_handlers={HTTPException: _http_error},
     )

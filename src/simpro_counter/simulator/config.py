@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 # Every fault the simulator knows how to inject; see limits.FaultInjector and gate.SimproGate.
 FAULT_KINDS: tuple[str, ...] = ("5xx", "drop", "slow", "truncated", "429")
@@ -26,6 +27,10 @@ class SimulatorConfig:
     token_lifetime: int = 3600  # seconds an OAuth2 access token stays valid
     company_ids: tuple[int, ...] = (0,)
     not_modified_status: int = 304  # If-Modified-Since with no changes: 304, or 200 with []
+    # A subscription created at start for every invoice.* event (demos and tests);
+    # None = no subscription until one is made through setup/webhooks/.
+    webhook_url: str | None = None
+    webhook_secret: str = "demo-webhook-secret"
 
     def __post_init__(self) -> None:
         # Fail at construction rather than with a confusing error mid-request.
@@ -46,3 +51,19 @@ class SimulatorConfig:
             raise ValueError("not_modified_status must be 200 or 304")
         if self.token_lifetime <= 0:
             raise ValueError("token_lifetime must be > 0")
+        if self.webhook_url is not None:
+            problem = callback_url_error(self.webhook_url)
+            if problem:
+                raise ValueError(f"webhook_url: {problem}")
+
+
+def callback_url_error(url: str) -> str | None:
+    """Why a webhook CallbackURL is unusable, or None when it is an absolute http(s) URL."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "must be a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an absolute http or https URL"
+    return None

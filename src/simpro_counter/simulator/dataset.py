@@ -7,7 +7,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
@@ -20,16 +20,35 @@ from .truth import Truth, compute_truth
 Clock = Callable[[], float]
 
 
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One change to the data set, as a Simpro webhook names it ("invoice.created")."""
+
+    resource: str  # "invoice"
+    action: str  # "created" | "updated" | "deleted"
+    record_id: int
+    timestamp: int  # epoch seconds of the change (the record's DateModified)
+
+    @property
+    def name(self) -> str:
+        return f"{self.resource}.{self.action}"
+
+
 class Dataset:
     """Seeded records of the first company, changeable while the simulator serves them.
 
     Every mutation sets DateModified to the current second of `clock` and is visible
     to the next request and to truth() at once. All access goes through `lock`
     because tests mutate from their own thread while uvicorn serves from another.
+
+    listeners are called with a ChangeEvent after every mutation, synchronously and
+    still under `lock` (so they see changes in order); they must be quick and not
+    raise (the webhook dispatcher only queues a delivery).
     """
 
     def __init__(self, records: Records, *, clock: Clock, seed: int) -> None:
         self.lock = threading.RLock()
+        self.listeners: list[Callable[[ChangeEvent], None]] = []
         self._clock = clock
         self._rng = random.Random(f"simpro-mutations:{seed}")
         self._customers: dict[int, Customer] = {c.id: c for c in records.customers}
@@ -111,6 +130,7 @@ class Dataset:
             )
             self._last_invoice_id = invoice.id
             self._store(invoice)
+            self._emit("invoice", "created", invoice.id, now)
             return invoice.id
 
     def update_invoice(
@@ -130,6 +150,7 @@ class Dataset:
             if total_ex_tax is not None:
                 invoice = invoice.with_total(to_cents(total_ex_tax), now)
             self._store(replace(invoice, date_modified=now))
+            self._emit("invoice", "updated", invoice_id, now)
 
     def delete_invoice(self, invoice_id: int) -> None:
         # Simpro lists do not show deletions, even with If-Modified-Since: the record
@@ -138,12 +159,18 @@ class Dataset:
             self._existing_invoice(invoice_id)
             del self._invoices[invoice_id]
             self.tables["invoices"].remove(invoice_id)
+            self._emit("invoice", "deleted", invoice_id, self._now())
 
     # -- internals -----------------------------------------------------------------
 
     def _now(self) -> int:
         # Whole seconds: HTTP dates (If-Modified-Since, Date) have 1 s resolution.
         return int(self._clock())
+
+    def _emit(self, resource: str, action: str, record_id: int, timestamp: int) -> None:
+        event = ChangeEvent(resource, action, record_id, timestamp)
+        for listener in list(self.listeners):
+            listener(event)
 
     def _random_amount(self) -> int:
         return self._rng.randint(5_000, 500_000)  # cents

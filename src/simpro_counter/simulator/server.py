@@ -56,7 +56,7 @@ def _server(simulator: Simulator, log_level: str) -> uvicorn.Server:
         simulator.app,
         log_level=log_level,
         access_log=False,
-        lifespan="off",
+        lifespan="on",  # starts the background webhook deliveries
         # The app sets Date itself (at its data snapshot); uvicorn's would be a duplicate.
         date_header=False,
     )

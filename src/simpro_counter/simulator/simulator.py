@@ -16,6 +16,7 @@ from .limits import FaultInjector, LatencyModel, TokenBucket
 from .stats import RequestStats
 from .transport import SimulatorTransport
 from .truth import Truth
+from .webhooks import INVOICE_EVENTS, WebhookDispatcher
 
 
 class Simulator:
@@ -27,9 +28,20 @@ class Simulator:
     hooks are called synchronously, in the thread serving the request, at the start
     of every Simpro API request (/api/v1.0/... and /oauth2/token) with its running
     number, which is stats.total after counting it (so it restarts after a reset).
+
+    webhooks: subscriptions and deliveries of data set changes (see webhooks.py).
+    Under uvicorn they go out in the background; in-process, `await
+    sim.webhooks.flush()` sends what is queued. webhook_transport replaces the
+    network for deliveries (e.g. httpx.ASGITransport of a receiving app).
     """
 
-    def __init__(self, config: SimulatorConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.dataset = Dataset.generate(
@@ -49,10 +61,27 @@ class Simulator:
             ),
             clock,
         )
+        self.webhooks = WebhookDispatcher(
+            company_id=config.company_ids[0], seed=config.seed, transport=webhook_transport
+        )
+        if config.webhook_url is not None:
+            self.webhooks.subscribe(
+                config.company_ids[0],
+                name="Demo subscription",
+                callback_url=config.webhook_url,
+                secret=config.webhook_secret,
+                events=INVOICE_EVENTS,
+            )
+        self.dataset.listeners.append(self.webhooks.on_change)
         self.app: Starlette = build_app(self)
 
     def truth(self) -> Truth:
         return self.dataset.truth()
+
+    @property
+    def webhook_log(self) -> list[dict[str, object]]:
+        """One dict per finished webhook delivery; see WebhookDispatcher."""
+        return self.webhooks.log
 
     def transport(self) -> httpx.AsyncBaseTransport:
         return SimulatorTransport(self.app)

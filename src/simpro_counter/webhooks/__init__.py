@@ -1,0 +1,1 @@
+"""Simpro webhooks: managing the subscription (and, next, receiving the events)."""
