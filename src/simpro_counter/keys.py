@@ -88,6 +88,11 @@ class Keys:
         return f"{self.prefix}:events"
 
     @property
+    def webhook_events(self) -> str:
+        """Stream of accepted webhook deliveries, consumed by the `webhook-workers` group."""
+        return f"{self.prefix}:webhook_events"
+
+    @property
     def history(self) -> str:
         """List of the most recent refreshes (JSON), newest first."""
         return f"{self.prefix}:refresh_history"
@@ -119,3 +124,8 @@ HISTORY_LENGTH = 20
 LEDGER_JOURNAL_LENGTH = 10_000
 # A rebuild's temporary keys expire after this long, so a crashed rebuild leaves no garbage.
 LEDGER_BUILD_TTL_SECONDS = 3600
+
+# Consumer group of the processes that apply webhook events.
+WEBHOOK_GROUP = "webhook-workers"
+# Accepted deliveries kept in the stream (approximate trim).
+WEBHOOK_STREAM_LENGTH = 100_000

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     )
     webhook_secret: SecretStr | None = Field(
         default=None, description="Secret Simpro signs webhook deliveries with"
+    )
+    webhook_signature_header: str = Field(
+        default="X-Response-Signature", description="Header carrying a delivery's signature"
+    )
+    webhook_signature_algorithm: Literal["sha1", "sha256"] = Field(
+        default="sha1", description="HMAC algorithm of the signature (hex digest of the body)"
     )
     host: str = Field(default="127.0.0.1", description="Interface `serve` listens on")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
