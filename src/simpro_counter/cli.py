@@ -6,11 +6,14 @@ import asyncio
 import json
 import logging
 import os
+import random
 import secrets
 import sys
-from collections.abc import Callable, Coroutine
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -21,6 +24,9 @@ from rich.table import Table
 from simpro_counter.errors import ConfigError, SimproCounterError
 from simpro_counter.progress import ScanProgress
 from simpro_counter.settings import Settings, load_settings, simpro_config
+
+if TYPE_CHECKING:
+    from simpro_counter.simulator import Simulator
 
 app = typer.Typer(
     help="Exact, instant counters (unique customers, ...) from a Simpro build.",
@@ -61,6 +67,7 @@ async def _refresh_into_store(settings: Settings, *, show_progress: bool) -> dic
     from simpro_counter.keys import Keys
     from simpro_counter.refresh import Refresher
     from simpro_counter.store import ResilientStore
+    from simpro_counter.store.ledger import InvoiceLedgerStore
     from simpro_counter.store.locate import open_redis
 
     config = simpro_config(settings)
@@ -69,7 +76,11 @@ async def _refresh_into_store(settings: Settings, *, show_progress: bool) -> dic
         ResilientStore(redis_client, Keys(settings.key_prefix)) as store,
     ):
         refresher = Refresher(
-            store, config, ttl=settings.customer_count_ttl, lock_ttl=settings.refresh_lock_ttl
+            store,
+            config,
+            ttl=settings.customer_count_ttl,
+            lock_ttl=settings.refresh_lock_ttl,
+            ledger=InvoiceLedgerStore(redis_client, Keys(settings.key_prefix)),
         )
         if show_progress:
             with ScanProgress(err_console) as progress:
@@ -206,10 +217,18 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="Where the embedded Redis keeps its files.")] = (
         Path(".simpro-counter/demo")
     ),
+    activity: Annotated[
+        float,
+        typer.Option(help="Seconds between new simulated invoices, sent as webhooks (0: none)."),
+    ] = 8.0,
 ) -> None:
     """Try the product without Simpro: simulator + embedded Redis + the service."""
     from simpro_counter.simulator import SimulatorConfig, running_simulator
 
+    # ADMIN_TOKEN from the environment, else a fresh one for this run: printed below, so
+    # `check` and the refresh button can be tried exactly as in production.
+    token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(18)
+    webhook_secret = secrets.token_urlsafe(18)
     sim_config = SimulatorConfig(
         invoices=invoices,
         customers=customers,
@@ -217,17 +236,20 @@ def demo(
         latency=latency,
         fault_rate=fault_rate,
         slow_seconds=3.0,
+        webhook_url=f"http://127.0.0.1:{port}/api/simpro/webhooks",
+        webhook_secret=webhook_secret,
     )
-    # ADMIN_TOKEN from the environment, else a fresh one for this run: printed below, so
-    # `check` and the refresh button can be tried exactly as in production.
-    token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(18)
-    with running_simulator(sim_config, port=simulator_port) as running:
+    with (
+        running_simulator(sim_config, port=simulator_port) as running,
+        _business_activity(running.simulator, every=activity),
+    ):
         settings = Settings(
             simpro_base_url=running.url,
             simpro_api_key=sim_config.api_key,
             simpro_timeout=2.0,
             data_dir=data_dir,
             admin_token=SecretStr(token),
+            webhook_secret=SecretStr(webhook_secret),
             demo=True,
             port=port,
         )
@@ -244,10 +266,43 @@ def demo(
             f"  Refresh     curl -X POST -H 'Authorization: Bearer {token}' "
             f"{base}/api/simpro/customers/refresh\n"
             f"  Check       simpro-counter check --url {base} --token {token}\n"
-            "Press Ctrl-C to stop.",
+            + (
+                f"  Live        a new invoice every {activity:g} s, delivered as a signed webhook\n"
+                if activity > 0
+                else ""
+            )
+            + "Press Ctrl-C to stop.",
             highlight=False,
         )
         _serve(settings, access_log=False)
+
+
+@contextmanager
+def _business_activity(simulator: Simulator, *, every: float) -> Iterator[None]:
+    """New invoices now and then (some from new customers), so the demo's count moves."""
+    if every <= 0:
+        yield
+        return
+    stop = threading.Event()
+
+    def work() -> None:
+        rng = random.Random(7)
+        while not stop.wait(every):
+            invoiced = {
+                simulator.dataset.invoice(i).customer_id for i in simulator.dataset.invoice_ids()
+            }
+            new = sorted(set(simulator.dataset.customer_ids()) - invoiced)
+            simulator.dataset.add_invoice(
+                customer_id=rng.choice(new) if new and rng.random() < 0.7 else None
+            )
+
+    thread = threading.Thread(target=work, name="demo activity", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 @app.command()

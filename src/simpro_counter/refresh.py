@@ -19,13 +19,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import httpx
+from redis.exceptions import RedisError
 
-from simpro_counter.errors import RefreshRunningError, SimproCounterError
+from simpro_counter.errors import RefreshRunningError, SimproCounterError, StoreError
 from simpro_counter.keys import LOCK_HEARTBEAT_SECONDS, LOCK_TTL_SECONDS
-from simpro_counter.scan import ScanObserver, ScanReport, scan_customers
+from simpro_counter.scan import ScanObserver, ScanReport, scan_invoices
 from simpro_counter.settings import SimproConfig
 from simpro_counter.simpro import SimproClient
 from simpro_counter.store.base import Store
+from simpro_counter.store.ledger import InvoiceLedgerStore, LedgerRebuild
 from simpro_counter.store.tasks import stop_task
 from simpro_counter.store.values import MetricValue, RefreshStatus
 from simpro_counter.telemetry import Telemetry
@@ -46,6 +48,7 @@ class Refresher:
         ttl: int,
         telemetry: Telemetry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        ledger: InvoiceLedgerStore | None = None,
         clock: Callable[[], float] = time.time,
         lock_ttl: float = LOCK_TTL_SECONDS,
         heartbeat: float = LOCK_HEARTBEAT_SECONDS,
@@ -55,6 +58,7 @@ class Refresher:
         self.ttl = ttl
         self.telemetry = telemetry or Telemetry()
         self._transport = transport
+        self.ledger = ledger
         self._clock = clock
         self._lock_ttl_ms = int(lock_ttl * 1000)
         self._heartbeat = heartbeat
@@ -137,18 +141,26 @@ class Refresher:
         await self.store.write_status(replace(status, last_started_at=started))
         log.info("Refresh of %s started", metric)
         fence = await self.store.next_fence(metric)
+        journal_from = await self._ledger_version()
         try:
-            report = await self._scan(observer)
+            report, customer_of = await self._scan(observer)
         except SimproCounterError as exc:
             await self._failed(metric, status, started, exc)
             raise
+        count, details = report.count, report.as_json()
+        rebuilt = await self._rebuild_ledger(customer_of, journal_from)
+        del customer_of  # the scan's per-invoice map can be large; the ledger holds it now
+        if rebuilt is not None:
+            # The scan plus every webhook event applied while it ran.
+            count = rebuilt.customers
+            details["ledgerVersion"] = rebuilt.version
         value = MetricValue(
             metric=metric,
-            value=report.count,
+            value=count,
             computed_at=self._clock(),
             ttl=self.ttl,
             fence=fence,
-            details=report.as_json(),
+            details=details,
         )
         published = await self.store.publish(value)
         finished = self._clock()
@@ -170,7 +182,7 @@ class Refresher:
         if published:
             log.info(
                 "Refresh done: %s %s from %s invoices in %.1f s (%s requests, %s retries)",
-                f"{report.count:,}",
+                f"{count:,}",
                 metric,
                 f"{report.total_invoices:,}",
                 report.duration,
@@ -181,12 +193,36 @@ class Refresher:
         log.warning("Refresh of %s finished but a newer value was already stored", metric)
         return await self.store.read(metric) or value
 
-    async def _scan(self, observer: ScanObserver | None) -> ScanReport:
+    async def _scan(
+        self, observer: ScanObserver | None
+    ) -> tuple[ScanReport, dict[int, int | None]]:
         async with SimproClient(self.simpro, transport=self._transport) as client:
             try:
-                return await scan_customers(client, observer=observer)
+                return await scan_invoices(client, observer=observer)
             finally:
                 self.telemetry.record_requests(client.stats.by_status)
+
+    async def _ledger_version(self) -> int | None:
+        if self.ledger is None:
+            return None
+        try:
+            return await self.ledger.version()
+        except (RedisError, OSError, StoreError) as exc:
+            log.warning("Invoice ledger unavailable (%s): publishing the scan's count only", exc)
+            return None
+
+    async def _rebuild_ledger(
+        self, customer_of: dict[int, int | None], journal_from: int | None
+    ) -> LedgerRebuild | None:
+        """Replace the per-invoice state webhooks update; None when Redis cannot hold it."""
+        if self.ledger is None or journal_from is None:
+            return None
+        try:
+            return await self.ledger.rebuild(customer_of, journal_from=journal_from)
+        except (RedisError, OSError, StoreError) as exc:
+            # Includes a journal trimmed past the scan's start: the next refresh rebuilds.
+            log.warning("Invoice ledger not rebuilt (%s): publishing the scan's count", exc)
+            return None
 
     async def _failed(
         self, metric: str, status: RefreshStatus, started: float, exc: Exception

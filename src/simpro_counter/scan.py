@@ -160,7 +160,20 @@ async def scan_customers(
     max_rounds: int = 3,
 ) -> ScanReport:
     """Read every invoice and count distinct customers, or raise; never a partial count."""
-    return await _Scan(client, observer or _NullObserver(), max_rounds).run()
+    report, _ = await scan_invoices(client, observer=observer, max_rounds=max_rounds)
+    return report
+
+
+async def scan_invoices(
+    client: SimproClient,
+    *,
+    observer: ScanObserver | None = None,
+    max_rounds: int = 3,
+) -> tuple[ScanReport, dict[int, int | None]]:
+    """As :func:`scan_customers`, also returning which customer each invoice belongs to."""
+    scan = _Scan(client, observer or _NullObserver(), max_rounds)
+    report = await scan.run()
+    return report, scan.ledger.customer_of
 
 
 class _Scan:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from simpro_counter.settings import Settings, simpro_config
-from simpro_counter.web import admin, counters, ops, pages
+from simpro_counter.web import admin, counters, ops, pages, webhooks
 from simpro_counter.web.fastpath import FastReads
 from simpro_counter.web.runtime import Runtime
 
@@ -50,4 +50,5 @@ def create_app(
     app.include_router(ops.router, tags=["operations"])
     app.include_router(pages.router, tags=["pages"])
     app.include_router(admin.router, tags=["admin"])
+    app.include_router(webhooks.router, tags=["webhooks"])
     return app

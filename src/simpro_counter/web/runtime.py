@@ -17,8 +17,10 @@ from simpro_counter.scheduler import Scheduler
 from simpro_counter.settings import Settings, SimproConfig
 from simpro_counter.simpro import SimproClient
 from simpro_counter.store import EmbeddedRedis, ResilientStore, connect
+from simpro_counter.store.ledger import InvoiceLedgerStore
 from simpro_counter.telemetry import Telemetry
 from simpro_counter.web.reads import CounterReads
+from simpro_counter.webhooks.worker import WebhookWorker
 
 log = logging.getLogger("simpro_counter")
 
@@ -36,6 +38,7 @@ class Runtime:
     scheduler: Scheduler
     telemetry: Telemetry
     reads: CounterReads
+    webhooks: WebhookWorker | None = None
     embedded: EmbeddedRedis | None = None
     transport: httpx.AsyncBaseTransport | None = None
     _simpro_checked: tuple[float, bool, str] = field(default=(0.0, False, "not checked yet"))
@@ -56,7 +59,9 @@ class Runtime:
             url = embedded.url
             log.info("Embedded redis-server started at %s (data in %s)", url, settings.data_dir)
         redis_client = connect(url)
-        store = ResilientStore(redis_client, Keys(settings.key_prefix))
+        keys = Keys(settings.key_prefix)
+        store = ResilientStore(redis_client, keys)
+        ledger = InvoiceLedgerStore(redis_client, keys)
         await store.start()
         if store.redis_healthy:  # when it is not, the store has said so already
             log.info("Redis connected at %s", store.redis_location)
@@ -67,6 +72,7 @@ class Runtime:
             ttl=settings.customer_count_ttl,
             telemetry=telemetry,
             transport=transport,
+            ledger=ledger,
             lock_ttl=settings.refresh_lock_ttl,
             heartbeat=settings.refresh_lock_ttl / 3,
         )
@@ -80,12 +86,19 @@ class Runtime:
             scheduler=scheduler,
             telemetry=telemetry,
             reads=CounterReads(store, refresher, telemetry),
+            webhooks=(
+                WebhookWorker(redis_client, keys, store, ledger, simpro, transport=transport)
+                if settings.webhook_secret
+                else None
+            ),
             embedded=embedded,
             transport=transport,
         )
         # Start-up does what /api/init does: the scheduler's first check refreshes an
         # empty store at once.
         scheduler.start()
+        if runtime.webhooks is not None:
+            runtime.webhooks.start()
         # Everything built so far lives as long as the process: move it out of the garbage
         # collector's sight, so collections during requests stay short (tail latency).
         gc.collect()
@@ -95,6 +108,8 @@ class Runtime:
     async def aclose(self) -> None:
         """Stop the scheduler, cancel a running scan (releasing its lock), close Redis."""
         await self.scheduler.aclose()
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
         await self.refresher.aclose()
         await self.store.aclose()
         await self.redis_client.aclose()

@@ -1,0 +1,75 @@
+"""Simpro's webhooks move the published count: simulator → webhook → fetch → ledger → API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from simpro_counter.simulator import Simulator, SimulatorConfig
+from tests.service_fixtures import running_app, service_settings, wait_for_count
+
+SECRET = "test-webhook-secret"
+
+
+class _LateApp(httpx.AsyncBaseTransport):
+    """Delivers into an app that is created after the simulator that needs the transport."""
+
+    app: FastAPI | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert self.app is not None
+        return await httpx.ASGITransport(app=self.app).handle_async_request(request)
+
+
+async def _count_becomes(client: httpx.AsyncClient, expected: int) -> dict[str, Any]:
+    for _ in range(200):
+        body: dict[str, Any] = (await client.get("/api/simpro/customers")).json()
+        if body["count"] == expected:
+            return body
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"count {body['count']} never became {expected}")
+
+
+def _uninvoiced_customers(simulator: Simulator) -> list[int]:
+    invoiced = {simulator.dataset.invoice(i).customer_id for i in simulator.dataset.invoice_ids()}
+    return sorted(set(simulator.dataset.customer_ids()) - invoiced)
+
+
+async def test_created_moved_and_deleted_invoices_move_the_count(redis_url: str) -> None:
+    late = _LateApp()
+    simulator = Simulator(
+        SimulatorConfig(
+            invoices=500, customers=200, seed=31, rate=0,
+            webhook_url="http://service/api/simpro/webhooks", webhook_secret=SECRET,
+        ),
+        webhook_transport=late,
+    )  # fmt: skip
+    settings = service_settings(redis_url, webhook_secret=SECRET)
+    async with running_app(settings, simulator.transport()) as (app, client):
+        late.app = app
+        before = await wait_for_count(client)
+        assert before["count"] == simulator.truth().customers
+        simulator.stats.reset()
+        first, second = _uninvoiced_customers(simulator)[:2]
+
+        invoice = simulator.dataset.add_invoice(customer_id=first)  # a new customer
+        await simulator.webhooks.flush()
+        await _count_becomes(client, before["count"] + 1)
+
+        simulator.dataset.update_invoice(invoice, customer_id=second)  # moved: still +1
+        simulator.webhooks.duplicate_rate = 1.0  # every delivery twice: harmless
+        await simulator.webhooks.flush()
+        await asyncio.sleep(0.3)
+        assert (await client.get("/api/simpro/customers")).json()["count"] == before["count"] + 1
+
+        simulator.dataset.delete_invoice(invoice)
+        await simulator.webhooks.flush()
+        after = await _count_becomes(client, before["count"])
+        assert after["count"] == simulator.truth().customers
+
+    # Each delivery cost one record fetch, never a scan.
+    assert simulator.stats.total <= 6
+    assert all(entry["ok"] for entry in simulator.webhook_log)
