@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from simpro_counter.keys import Keys
 from simpro_counter.settings import Settings
 from simpro_counter.simulator import Simulator, SimulatorConfig
-from simpro_counter.web import create_app, webhooks
+from simpro_counter.web import create_app
 from simpro_counter.web.runtime import Runtime
 from simpro_counter.webhooks.receiver import BadDelivery, Delivery, UnknownEvent, parse_delivery
 from simpro_counter.webhooks.signature import sign, verify
@@ -159,11 +159,9 @@ def test_parse_unknown_event() -> None:
 
 @asynccontextmanager
 async def webhook_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """Like `running_app`, with the webhook router included (until app.py includes it)."""
+    """Like `running_app`, with a small simulator as Simpro."""
     simulator = Simulator(SimulatorConfig(invoices=20, customers=5, seed=1, rate=0))
     app = create_app(settings, simpro_transport=simulator.transport())
-    if not any(getattr(route, "path", None) == URL for route in app.routes):
-        app.include_router(webhooks.router, tags=["webhooks"])
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
