@@ -111,7 +111,7 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
     port, sim_port = free_port(), free_port()
     demo = subprocess.Popen(
         [*CLI, "demo", "--port", str(port), "--simulator-port", str(sim_port),
-         "--invoices", "900", "--latency", "0.01", "--fault-rate", "0.1"],
+         "--invoices", "900", "--latency", "0.01", "--fault-rate", "0.1", "--activity", "0"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=_env(ADMIN_TOKEN="demo-token"),
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""The scheduler refreshes a stale value; with two replicas only one of them scans."""
+"""The scheduler refreshes a stale value (incrementally, or fully once a day); with two
+replicas only one of them works."""
 
 from __future__ import annotations
 
@@ -43,5 +44,23 @@ async def test_a_stale_value_is_refreshed_by_exactly_one_replica(redis_url: str)
         assert fresh is not None
         assert not fresh.is_stale(time.time())
         assert fresh.value == simulator.truth().customers
-        # One scan in all: its pages, the catch-up and the final count.
+        # The value has a sync cursor and its last full scan is recent: one replica synced
+        # what changed since (nothing), one request in all.
+        assert simulator.stats.total == 1
+        assert fresh.details["lastSync"]["changed"] == 0
+
+        # A day after the last full scan, the next stale value gets a full reconciliation.
+        details = {**fresh.details, "fullScanAt": time.time() - 2 * 86400}
+        old = replace(fresh, computed_at=time.time() - 7 * 3600, details=details)
+        assert await runtime_a.store.publish(old)
+        simulator.stats.reset()
+        assert await runtime_a.scheduler.check_once() == ["customers"]
+        for _ in range(200):
+            fresh = await runtime_a.store.read(CUSTOMERS)
+            if fresh is not None and not fresh.is_stale(time.time()):
+                break
+            await asyncio.sleep(0.05)
+        assert fresh is not None
+        assert fresh.details["fullScanAt"] > time.time() - 60
+        # A full scan: its pages, the catch-up and the final count.
         assert simulator.stats.total == math.ceil(600 / 250) + 2

@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, Literal
 
 import httpx
 from redis.exceptions import RedisError
@@ -30,11 +31,18 @@ from simpro_counter.store.base import Store
 from simpro_counter.store.ledger import InvoiceLedgerStore, LedgerRebuild
 from simpro_counter.store.tasks import stop_task
 from simpro_counter.store.values import MetricValue, RefreshStatus
+from simpro_counter.sync import SyncReport, sync_changes
 from simpro_counter.telemetry import Telemetry
 
 log = logging.getLogger("simpro_counter.refresh")
 
 CUSTOMERS = "customers"
+RefreshMode = Literal["full", "incremental"]
+
+
+def can_sync(value: MetricValue) -> bool:
+    """An incremental sync needs a cursor and a ledger rebuilt by a full scan."""
+    return bool(value.details.get("cursor")) and "ledgerVersion" in value.details
 
 
 class Refresher:
@@ -74,16 +82,23 @@ class Refresher:
         return self.running_here(metric) or await self.store.lock_held(metric)
 
     async def refresh(
-        self, metric: str = CUSTOMERS, *, observer: ScanObserver | None = None
+        self,
+        metric: str = CUSTOMERS,
+        *,
+        observer: ScanObserver | None = None,
+        mode: RefreshMode = "full",
     ) -> MetricValue:
-        """Run a full refresh now and return the published value.
+        """Run a refresh now and return the published value.
+
+        `full` scans every invoice and rebuilds the ledger; `incremental` applies only what
+        changed since the last sync (a full refresh when there is no cursor yet).
 
         Raises :class:`RefreshRunningError` when one is already running anywhere, and the
         scan's error when Simpro fails (the stored value is then left as it was).
         """
         if self.running_here(metric):
             raise RefreshRunningError(f"a refresh of {metric} is already running")
-        task = asyncio.create_task(self._locked_refresh(metric, observer))
+        task = asyncio.create_task(self._locked_refresh(metric, observer, mode))
         self._running[metric] = task
         try:
             return await asyncio.shield(task)
@@ -91,14 +106,14 @@ class Refresher:
             if task.done():
                 self._running.pop(metric, None)
 
-    def start_background(self, metric: str = CUSTOMERS) -> bool:
+    def start_background(self, metric: str = CUSTOMERS, *, mode: RefreshMode = "full") -> bool:
         """Start a refresh without waiting for it; False if one already runs here."""
         if self.running_here(metric):
             return False
 
         async def run() -> None:
             with contextlib.suppress(RefreshRunningError, SimproCounterError):
-                await self.refresh(metric)  # failures are logged and kept in the status
+                await self.refresh(metric, mode=mode)  # failures are logged in the status
 
         task = asyncio.create_task(run())
         self._background.add(task)
@@ -111,12 +126,14 @@ class Refresher:
             with contextlib.suppress(Exception):  # its failure was logged and recorded
                 await stop_task(task)
 
-    async def _locked_refresh(self, metric: str, observer: ScanObserver | None) -> MetricValue:
+    async def _locked_refresh(
+        self, metric: str, observer: ScanObserver | None, mode: RefreshMode
+    ) -> MetricValue:
         token = secrets.token_hex(16)
         if not await self.store.acquire_lock(metric, token, self._lock_ttl_ms):
             raise RefreshRunningError(f"a refresh of {metric} is already running elsewhere")
         started = self._clock()
-        scan = asyncio.create_task(self._scan_and_publish(metric, started, observer))
+        scan = asyncio.create_task(self._scan_and_publish(metric, started, observer, mode))
         heartbeat = asyncio.create_task(self._keep_lock(metric, token, scan))
         try:
             return await scan
@@ -135,25 +152,31 @@ class Refresher:
                 return
 
     async def _scan_and_publish(
-        self, metric: str, started: float, observer: ScanObserver | None
+        self, metric: str, started: float, observer: ScanObserver | None, mode: RefreshMode
     ) -> MetricValue:
         status = await self.store.read_status(metric) or RefreshStatus(metric)
         await self.store.write_status(replace(status, last_started_at=started))
-        log.info("Refresh of %s started", metric)
+        current = await self.store.read(metric) if mode == "incremental" else None
+        if (
+            current is None
+            or not can_sync(current)
+            or self.ledger is None
+            or self.store.storage != "redis"  # the ledger lives in Redis
+        ):
+            mode = "full"
+        log.info("Refresh of %s started (%s)", metric, mode)
         fence = await self.store.next_fence(metric)
-        journal_from = await self._ledger_version()
         try:
-            report, customer_of = await self._scan(observer)
-        except SimproCounterError as exc:
+            if current is not None and self.ledger is not None and mode == "incremental":
+                synced = await self._sync(self.ledger, str(current.details["cursor"]))
+                count, report_json = synced.customers, synced.as_json()
+                details = {**current.details, "cursor": synced.cursor, "lastSync": report_json}
+            else:
+                count, details = await self._full(observer)
+                report_json = details
+        except (SimproCounterError, RedisError, OSError) as exc:
             await self._failed(metric, status, started, exc)
             raise
-        count, details = report.count, report.as_json()
-        rebuilt = await self._rebuild_ledger(customer_of, journal_from)
-        del customer_of  # the scan's per-invoice map can be large; the ledger holds it now
-        if rebuilt is not None:
-            # The scan plus every webhook event applied while it ran.
-            count = rebuilt.customers
-            details["ledgerVersion"] = rebuilt.version
         value = MetricValue(
             metric=metric,
             value=count,
@@ -164,7 +187,8 @@ class Refresher:
         )
         published = await self.store.publish(value)
         finished = self._clock()
-        self.telemetry.refresh_duration.labels(metric, "success").observe(report.duration)
+        self.telemetry.refresh_duration.labels(metric, mode).observe(finished - started)
+        entry = {"mode": mode, **report_json, "count": count}
         await self.store.write_status(
             replace(
                 status,
@@ -173,25 +197,45 @@ class Refresher:
                 last_success_at=finished,
                 last_error=None,
                 last_error_at=None,
-                last_report=report.as_json(),
+                last_report=entry,
             )
         )
         await self.store.push_history(
-            {"metric": metric, "finishedAt": finished, "ok": True, **report.as_json()}
+            {"metric": metric, "finishedAt": finished, "ok": True, **entry}
         )
         if published:
             log.info(
-                "Refresh done: %s %s from %s invoices in %.1f s (%s requests, %s retries)",
+                "Refresh done (%s): %s %s in %.1f s (%s requests)",
+                mode,
                 f"{count:,}",
                 metric,
-                f"{report.total_invoices:,}",
-                report.duration,
-                report.requests,
-                report.retries,
+                finished - started,
+                report_json.get("requests"),
             )
             return value
         log.warning("Refresh of %s finished but a newer value was already stored", metric)
         return await self.store.read(metric) or value
+
+    async def _full(self, observer: ScanObserver | None) -> tuple[int, dict[str, Any]]:
+        """A full scan, and the ledger rebuilt from it; the count and the details to keep."""
+        journal_from = await self._ledger_version()
+        report, customer_of = await self._scan(observer)
+        count, details = report.count, report.as_json()
+        rebuilt = await self._rebuild_ledger(customer_of, journal_from)
+        del customer_of  # the scan's per-invoice map can be large; the ledger holds it now
+        if rebuilt is not None:
+            # The scan plus every webhook event applied while it ran.
+            count = rebuilt.customers
+            details["ledgerVersion"] = rebuilt.version
+        details["fullScanAt"] = self._clock()
+        return count, details
+
+    async def _sync(self, ledger: InvoiceLedgerStore, cursor: str) -> SyncReport:
+        async with SimproClient(self.simpro, transport=self._transport) as client:
+            try:
+                return await sync_changes(client, ledger, cursor)
+            finally:
+                self.telemetry.record_requests(client.stats.by_status)
 
     async def _scan(
         self, observer: ScanObserver | None

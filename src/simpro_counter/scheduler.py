@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from simpro_counter.refresh import CUSTOMERS, Refresher
+from simpro_counter.refresh import CUSTOMERS, Refresher, RefreshMode, can_sync
 from simpro_counter.store.base import Store
 from simpro_counter.store.tasks import stop_task
 
@@ -25,12 +25,14 @@ class Scheduler:
         refresher: Refresher,
         *,
         interval: float,
+        full_every: float = 86400.0,
         metrics: tuple[str, ...] = (CUSTOMERS,),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._refresher = refresher
         self._interval = interval
+        self._full_every = full_every
         self._metrics = metrics
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -43,11 +45,17 @@ class Scheduler:
         started = []
         for metric in self._metrics:
             value = await self._store.read(metric)
-            due = value is None or value.is_stale(self._clock())
+            now = self._clock()
+            due = value is None or value.is_stale(now)
             if due and not await self._refresher.is_refreshing(metric):
+                mode: RefreshMode = "full"
+                if value is not None and can_sync(value):
+                    last_full = float(value.details.get("fullScanAt", value.computed_at))
+                    if now - last_full < self._full_every:
+                        mode = "incremental"  # what changed since the last sync only
                 reason = "no value yet" if value is None else "value is stale"
-                log.info("Refreshing %s: %s", metric, reason)
-                if self._refresher.start_background(metric):
+                log.info("Refreshing %s (%s): %s", metric, mode, reason)
+                if self._refresher.start_background(metric, mode=mode):
                     started.append(metric)
         return started
 

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     refresh_check_interval: Annotated[float, Field(gt=0)] = Field(
         default=60.0, description="Seconds between the scheduler's checks for stale values"
     )
+    full_reconcile_interval: Annotated[float, Field(ge=60)] = Field(
+        default=86400.0,
+        description="Seconds between full scans when incremental syncs keep a value fresh",
+    )
     refresh_lock_ttl: Annotated[float, Field(ge=1)] = Field(
         default=LOCK_TTL_SECONDS,
         description="Seconds a refresh lock outlives a holder that stopped heart-beating",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
 from simpro_counter.errors import RefreshRunningError, SimproCounterError
-from simpro_counter.refresh import CUSTOMERS
+from simpro_counter.refresh import CUSTOMERS, RefreshMode
 from simpro_counter.store.values import MetricValue
 from simpro_counter.web.auth import admin_denied
 from simpro_counter.web.http import iso, json_response, runtime_of
@@ -47,6 +47,13 @@ async def get_customers(request: Request) -> Response:
 async def post_refresh(
     request: Request,
     background: bool = Query(False, description="Answer 202 at once and refresh behind"),
+    mode: Annotated[
+        RefreshMode,
+        Query(
+            description="`full`: scan every invoice; `incremental`: only what changed since "
+            "the last sync (a full scan when there is no cursor yet)"
+        ),
+    ] = "full",
 ) -> Response:
     runtime = runtime_of(request)
     denied = admin_denied(request, runtime.settings)
@@ -56,7 +63,7 @@ async def post_refresh(
     if await runtime.refresher.is_refreshing(CUSTOMERS):
         return _already_running(storage)
     if background:
-        runtime.refresher.start_background(CUSTOMERS)
+        runtime.refresher.start_background(CUSTOMERS, mode=mode)
         return json_response(
             {
                 "success": True,
@@ -67,7 +74,7 @@ async def post_refresh(
             status=202,
         )
     try:
-        value = await runtime.refresher.refresh(CUSTOMERS)
+        value = await runtime.refresher.refresh(CUSTOMERS, mode=mode)
     except RefreshRunningError:
         return _already_running(storage)
     except SimproCounterError as exc:
@@ -95,6 +102,7 @@ def _refreshed(value: MetricValue) -> dict[str, Any]:
         "pages": details.get("pages"),
         "requests": details.get("requests"),
         "retries": details.get("retries"),
+        "lastSync": details.get("lastSync"),
     }
 
 

@@ -76,7 +76,12 @@ class Runtime:
             lock_ttl=settings.refresh_lock_ttl,
             heartbeat=settings.refresh_lock_ttl / 3,
         )
-        scheduler = Scheduler(store, refresher, interval=settings.refresh_check_interval)
+        scheduler = Scheduler(
+            store,
+            refresher,
+            interval=settings.refresh_check_interval,
+            full_every=settings.full_reconcile_interval,
+        )
         runtime = cls(
             settings=settings,
             simpro=simpro,

@@ -1,0 +1,59 @@
+"""Incremental sync: only the invoices changed since the last sync, applied to the ledger.
+
+`If-Modified-Since` carries the `Date` of the previous sync's first answer; both `304` and
+an empty `200` mean nothing changed, which costs one request. Deletions do not show up
+in such a list — webhooks and the periodic full reconciliation cover them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from simpro_counter.scan import INVOICES, SCAN_COLUMNS, customer_id
+from simpro_counter.simpro import SimproClient, parse_id
+from simpro_counter.store.ledger import InvoiceLedgerStore
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    changed: int
+    """Invoices Simpro reported as changed (each applied to the ledger)."""
+    customers: int
+    """The ledger's customer count afterwards."""
+    cursor: str
+    """Where the next sync starts: the `Date` of this sync's first answer."""
+    requests: int
+    duration: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "changed": self.changed,
+            "requests": self.requests,
+            "duration": round(self.duration, 3),
+        }
+
+
+async def sync_changes(client: SimproClient, ledger: InvoiceLedgerStore, cursor: str) -> SyncReport:
+    """Apply every invoice changed since `cursor` to the ledger."""
+    started = time.monotonic()
+    requests_before = client.stats.requests
+    changed = 0
+    next_cursor: str | None = None
+    async for page in client.pages(
+        INVOICES, columns=SCAN_COLUMNS, params={"orderby": "ID"}, if_modified_since=cursor
+    ):
+        next_cursor = next_cursor or page.date
+        for record in page.records:
+            invoice_id = parse_id(record.get("ID"), what="changed invoice: ID")
+            await ledger.apply(invoice_id, customer_id(record, invoice_id))
+            changed += 1
+    counts = await ledger.counts()
+    return SyncReport(
+        changed=changed,
+        customers=counts.customers,
+        cursor=next_cursor or cursor,
+        requests=client.stats.requests - requests_before,
+        duration=time.monotonic() - started,
+    )
