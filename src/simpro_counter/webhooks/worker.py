@@ -34,7 +34,9 @@ from simpro_counter.store.tasks import stop_task
 log = logging.getLogger("simpro_counter.webhooks")
 
 _BATCH = 50
-_BLOCK_MS = 1000
+# Shorter than the Redis client's socket timeout (0.25 s): a blocking read that outlived it
+# would count as a Redis failure. An entry arriving during the block returns at once.
+_BLOCK_MS = 150
 # A delivery taken by a consumer that stopped is handed to another after this long.
 _CLAIM_IDLE_MS = 60_000
 # Publishing retries when a full refresh published in between (see `_publish`).
