@@ -47,10 +47,15 @@ async def test_incremental_costs_what_changed(redis_url: str, nothing_changed: i
         assert simulator.stats.total == 1  # one page of changes
         assert new_invoice in simulator.dataset.invoice_ids()
 
-        # Deletions do not show up in a list of changes; the full refresh reconciles them.
+        # Deletions do not show up in a list of changes; the full refresh reconciles them,
+        # and says by how much the kept-current count had drifted.
         simulator.dataset.delete_invoice(new_invoice)
+        missed = (await client.post(INCREMENTAL, headers=AUTH)).json()
+        assert missed["count"] == simulator.truth().customers + 1
         full = (await client.post("/api/simpro/customers/refresh", headers=AUTH)).json()
         assert full["count"] == simulator.truth().customers
+        status = (await client.get("/api/simpro/customers/refresh")).json()
+        assert status["lastRefresh"]["drift"] == -1
 
 
 async def test_incremental_without_a_cursor_is_a_full_refresh(redis_url: str) -> None:

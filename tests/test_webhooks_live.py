@@ -73,3 +73,42 @@ async def test_created_moved_and_deleted_invoices_move_the_count(redis_url: str)
     # Each delivery cost one record fetch, never a scan.
     assert simulator.stats.total <= 6
     assert all(entry["ok"] for entry in simulator.webhook_log)
+
+
+async def test_an_event_applied_by_one_replica_is_seen_by_the_other_within_100_ms(
+    redis_url: str,
+) -> None:
+    late = _LateApp()
+    simulator = Simulator(
+        SimulatorConfig(
+            invoices=300, customers=150, seed=32, rate=0,
+            webhook_url="http://service/api/simpro/webhooks", webhook_secret=SECRET,
+        ),
+        webhook_transport=late,
+    )  # fmt: skip
+    settings = service_settings(redis_url, webhook_secret=SECRET)
+    async with (
+        running_app(settings, simulator.transport()) as (app_a, client_a),
+        running_app(settings, simulator.transport()) as (_, client_b),
+    ):
+        late.app = app_a  # deliveries reach replica A; either replica's worker applies them
+        before = await wait_for_count(client_a)
+        await wait_for_count(client_b)
+        for customer in _uninvoiced_customers(simulator)[:5]:
+            simulator.dataset.add_invoice(customer_id=customer)
+            await simulator.webhooks.flush()
+            expected = simulator.truth().customers
+            seen: dict[str, float] = {}
+            loop = asyncio.get_running_loop()
+            for _ in range(400):
+                for name, client in (("a", client_a), ("b", client_b)):
+                    if name not in seen:
+                        body = (await client.get("/api/simpro/customers")).json()
+                        if body["count"] == expected:
+                            seen[name] = loop.time()
+                if len(seen) == 2:
+                    break
+                await asyncio.sleep(0.005)
+            assert len(seen) == 2, seen
+            assert abs(seen["a"] - seen["b"]) < 0.1
+        assert expected == before["count"] + 5

@@ -221,6 +221,14 @@ class Refresher:
         journal_from = await self._ledger_version()
         report, customer_of = await self._scan(observer)
         count, details = report.count, report.as_json()
+        drift = await self._drift(report.count)
+        if drift:
+            details["drift"] = drift
+            log.warning(
+                "Full reconciliation: the scan found %+d customers against what webhooks and "
+                "incremental syncs had kept (changes they missed, e.g. deletions); corrected",
+                drift,
+            )
         rebuilt = await self._rebuild_ledger(customer_of, journal_from)
         del customer_of  # the scan's per-invoice map can be large; the ledger holds it now
         if rebuilt is not None:
@@ -229,6 +237,19 @@ class Refresher:
             details["ledgerVersion"] = rebuilt.version
         details["fullScanAt"] = self._clock()
         return count, details
+
+    async def _drift(self, scanned: int) -> int:
+        """How far the kept-current count had drifted from a full scan's (0: not known)."""
+        if self.ledger is None:
+            return 0
+        try:
+            previous = await self.store.read(CUSTOMERS)
+            if previous is None or "ledgerVersion" not in previous.details:
+                return 0  # the ledger was never rebuilt: nothing was kept current
+            kept = await self.ledger.counts()
+        except (RedisError, OSError, StoreError):
+            return 0
+        return scanned - kept.customers
 
     async def _sync(self, ledger: InvoiceLedgerStore, cursor: str) -> SyncReport:
         async with SimproClient(self.simpro, transport=self._transport) as client:
