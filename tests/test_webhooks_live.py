@@ -112,3 +112,31 @@ async def test_an_event_applied_by_one_replica_is_seen_by_the_other_within_100_m
             assert len(seen) == 2, seen
             assert abs(seen["a"] - seen["b"]) < 0.1
         assert expected == before["count"] + 5
+
+
+async def test_a_delivery_taken_by_a_stopped_replica_is_applied_by_another(
+    redis_url: str,
+) -> None:
+    simulator = Simulator(SimulatorConfig(invoices=300, customers=150, seed=33, rate=0))
+    settings = service_settings(redis_url, webhook_secret=SECRET, webhook_claim_idle=0.3)
+    stream = f"{settings.key_prefix}:webhook_events"
+    async with running_app(settings, simulator.transport()) as (app, client):
+        before = await wait_for_count(client)
+        redis = app.state.runtime.redis_client
+        for _ in range(100):  # the worker has created its consumer group
+            if await redis.exists(stream):
+                break
+            await asyncio.sleep(0.01)
+    # Every replica is stopped. One had taken a delivery and died before applying it.
+    invoice = simulator.dataset.add_invoice(customer_id=_uninvoiced_customers(simulator)[0])
+    async with running_app(settings, simulator.transport()) as (app, client):
+        redis = app.state.runtime.redis_client
+        await app.state.runtime.webhooks.aclose()  # hold this replica's worker back ...
+        fields = {"event": "invoice.created", "resource": "invoice", "action": "created",
+                  "id": str(invoice), "company": "0", "triggered": ""}  # fmt: skip
+        await redis.xadd(stream, fields)
+        taken = await redis.xreadgroup("webhook-workers", "stopped-replica", {stream: ">"})
+        assert taken  # ... while a replica that is about to stop takes the delivery
+        app.state.runtime.webhooks.start()  # this replica goes on; the other never comes back
+        after = await _count_becomes(client, before["count"] + 1)
+    assert after["count"] == simulator.truth().customers

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     webhook_signature_algorithm: Literal["sha1", "sha256"] = Field(
         default="sha1", description="HMAC algorithm of the signature (hex digest of the body)"
     )
+    webhook_claim_idle: Annotated[float, Field(gt=0)] = Field(
+        default=60.0,
+        description="Seconds before a delivery taken by a stopped replica is applied by another",
+    )
     host: str = Field(default="127.0.0.1", description="Interface `serve` listens on")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8000, description="Port `serve` listens on"

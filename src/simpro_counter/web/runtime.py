@@ -92,7 +92,15 @@ class Runtime:
             telemetry=telemetry,
             reads=CounterReads(store, refresher, telemetry),
             webhooks=(
-                WebhookWorker(redis_client, keys, store, ledger, simpro, transport=transport)
+                WebhookWorker(
+                    redis_client,
+                    keys,
+                    store,
+                    ledger,
+                    simpro,
+                    transport=transport,
+                    claim_idle=settings.webhook_claim_idle,
+                )
                 if settings.webhook_secret
                 else None
             ),

@@ -38,7 +38,7 @@ _BATCH = 50
 # would count as a Redis failure. An entry arriving during the block returns at once.
 _BLOCK_MS = 150
 # A delivery taken by a consumer that stopped is handed to another after this long.
-_CLAIM_IDLE_MS = 60_000
+_CLAIM_IDLE_SECONDS = 60.0
 # Publishing retries when a full refresh published in between (see `_publish`).
 _PUBLISH_ATTEMPTS = 3
 
@@ -53,8 +53,10 @@ class WebhookWorker:
         simpro: SimproConfig,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        claim_idle: float = _CLAIM_IDLE_SECONDS,
     ) -> None:
         self._redis = redis
+        self._claim_idle_ms = int(claim_idle * 1000)
         self._stream = keys.webhook_events
         self._store = store
         self._ledger = ledger
@@ -91,7 +93,12 @@ class WebhookWorker:
     async def _work(self, client: SimproClient) -> None:
         while True:
             claimed: Any = await self._redis.xautoclaim(
-                self._stream, WEBHOOK_GROUP, self._consumer, _CLAIM_IDLE_MS, "0-0", count=_BATCH
+                self._stream,
+                WEBHOOK_GROUP,
+                self._consumer,
+                self._claim_idle_ms,
+                "0-0",
+                count=_BATCH,
             )
             entries: list[tuple[str, dict[str, str]]] = list(claimed[1]) if claimed else []
             if not entries:
