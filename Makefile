@@ -28,8 +28,10 @@ types: $(STAMP)
 
 check: lint types test  ## what CI runs
 
-bench: $(STAMP)  ## benchmarks; results go to docs/performance.md by hand
-	$(BIN)/python bench/refresh.py
+bench: $(STAMP)  ## benchmarks (add --record by hand to update docs/performance.md)
+	$(BIN)/python -m bench.refresh
+	$(BIN)/python -m bench.read_path
+	$(BIN)/python -m bench.realtime
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

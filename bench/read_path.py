@@ -5,7 +5,7 @@ serve`, one uvicorn worker, Redis embedded), measured in the same run, so the ra
 what reading the counter costs on top of the framework itself. Needs Debian's `wrk`
 (`apt-get install -y wrk`).
 
-Run: `.venv/bin/python bench/read_path.py [--record]`.
+Run: `.venv/bin/python -m bench.read_path [--record]`.
 """
 
 from __future__ import annotations
@@ -21,15 +21,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 
+from bench.record import record
 from simpro_counter.simulator import SimulatorConfig, running_simulator
 
 THREADS = 1  # wrk shares the 2 cores with the server: one thread leaves it one core
-DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
-START, END = "<!-- bench/read_path.py:start -->", "<!-- bench/read_path.py:end -->"
 
 
 @dataclass(frozen=True)
@@ -136,10 +134,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.record:
-        doc = DOC.read_text()
-        block = f"{START}\n{text}\n{END}"
-        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-        DOC.write_text(pattern.sub(lambda _m: block, doc) if pattern.search(doc) else doc + block)
+        record("bench/read_path.py", text)
 
 
 def _wait_for_value(base: str) -> None:

@@ -10,7 +10,7 @@ In one run, against the simulator (rate 10 req/s, 0.5 s per answer, as a busy bu
 
 The service runs in process (ASGI) with a real redis-server; the simulator's latency and
 rate limit apply to every Simpro request, webhooks are delivered into the app directly.
-Run: `.venv/bin/python bench/realtime.py [--record]`.
+Run: `.venv/bin/python -m bench.realtime [--record]`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -31,13 +30,12 @@ import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from bench.record import record
 from simpro_counter.settings import Settings
 from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.store import EmbeddedRedis
 from simpro_counter.web import create_app
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
-START, END = "<!-- bench/realtime.py:start -->", "<!-- bench/realtime.py:end -->"
 SECRET = "bench-webhook-secret"
 TOKEN = "bench-admin-token"
 
@@ -173,10 +171,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.record:
-        doc = DOC.read_text()
-        block = f"{START}\n{text}\n{END}"
-        pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-        DOC.write_text(pattern.sub(lambda _m: block, doc) if pattern.search(doc) else doc + block)
+        record("bench/realtime.py", text)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ after 0.5 s, as a busy Simpro build would. In the same run it measures:
 - the original approach: one page after another (the same client, one request in flight);
 - the bound: pages ÷ rate, the fastest any client can read every page.
 
-Run with `make bench` (or `.venv/bin/python bench/refresh.py --record` to update
+Run with `make bench` (or `.venv/bin/python -m bench.refresh --record` to update
 docs/performance.md).
 """
 
@@ -17,19 +17,15 @@ import argparse
 import asyncio
 import math
 import platform
-import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
+from bench.record import record
 from simpro_counter.scan import ScanReport, scan_customers
 from simpro_counter.settings import SimproConfig
 from simpro_counter.simpro import SimproClient
 from simpro_counter.simulator import SimulatorConfig, running_simulator
-
-DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
-START, END = "<!-- bench/refresh.py:start -->", "<!-- bench/refresh.py:end -->"
 
 
 async def _scan(config: SimproConfig) -> tuple[ScanReport, float]:
@@ -100,14 +96,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.record:
-        _record(text)
-
-
-def _record(text: str) -> None:
-    doc = DOC.read_text()
-    block = f"{START}\n{text}\n{END}"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
-    DOC.write_text(pattern.sub(lambda _m: block, doc) if pattern.search(doc) else doc + block)
+        record("bench/refresh.py", text)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ import asyncio
 import os
 from typing import Any
 
-import httpx
-from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +14,7 @@ from simpro_counter.keys import WEBHOOK_GROUP, Keys
 from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.web.runtime import Runtime
 from tests.service_fixtures import ADMIN_TOKEN, running_app, service_settings, wait_for_count
+from tests.transports import LateASGITransport
 
 SECRET = "property-webhook-secret"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -33,14 +32,6 @@ OPERATIONS = st.lists(
     ),
     max_size=14,
 )
-
-
-class _LateApp(httpx.AsyncBaseTransport):
-    app: FastAPI | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        assert self.app is not None
-        return await httpx.ASGITransport(app=self.app).handle_async_request(request)
 
 
 async def _drained(runtime: Runtime) -> None:
@@ -76,7 +67,7 @@ def test_the_count_follows_every_change(
 
 
 async def _scenario(redis_url: str, operations: list[tuple[str, Any]], seed: int) -> None:
-    late = _LateApp()
+    late = LateASGITransport()
     simulator = Simulator(
         SimulatorConfig(
             invoices=150, customers=60, seed=seed, rate=0,

@@ -6,22 +6,12 @@ import asyncio
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
 
 from simpro_counter.simulator import Simulator, SimulatorConfig
 from tests.service_fixtures import running_app, service_settings, wait_for_count
+from tests.transports import LateASGITransport
 
 SECRET = "test-webhook-secret"
-
-
-class _LateApp(httpx.AsyncBaseTransport):
-    """Delivers into an app that is created after the simulator that needs the transport."""
-
-    app: FastAPI | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        assert self.app is not None
-        return await httpx.ASGITransport(app=self.app).handle_async_request(request)
 
 
 async def _count_becomes(client: httpx.AsyncClient, expected: int) -> dict[str, Any]:
@@ -39,7 +29,7 @@ def _uninvoiced_customers(simulator: Simulator) -> list[int]:
 
 
 async def test_created_moved_and_deleted_invoices_move_the_count(redis_url: str) -> None:
-    late = _LateApp()
+    late = LateASGITransport()
     simulator = Simulator(
         SimulatorConfig(
             invoices=500, customers=200, seed=31, rate=0,
@@ -78,7 +68,7 @@ async def test_created_moved_and_deleted_invoices_move_the_count(redis_url: str)
 async def test_an_event_applied_by_one_replica_is_seen_by_the_other_within_100_ms(
     redis_url: str,
 ) -> None:
-    late = _LateApp()
+    late = LateASGITransport()
     simulator = Simulator(
         SimulatorConfig(
             invoices=300, customers=150, seed=32, rate=0,

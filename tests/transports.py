@@ -71,3 +71,18 @@ class ConcurrencyProbe(httpx.AsyncBaseTransport):
             return await self._inner.handle_async_request(request)
         finally:
             self.in_flight -= 1
+
+
+class LateASGITransport(httpx.AsyncBaseTransport):
+    """Delivers into an ASGI app created after the component that needs the transport.
+
+    The simulator's webhooks go to the service, which is built after the simulator.
+    """
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.app is None:
+            raise RuntimeError("LateASGITransport used before its app was set")
+        return await httpx.ASGITransport(app=self.app).handle_async_request(request)
