@@ -57,7 +57,6 @@ class Runtime:
             embedded = EmbeddedRedis(settings.data_dir)
             await asyncio.to_thread(embedded.start)
             url = embedded.url
-            log.info("Embedded redis-server started at %s (data in %s)", url, settings.data_dir)
         redis_client = connect(url)
         keys = Keys(settings.key_prefix)
         store = ResilientStore(redis_client, keys)
@@ -127,8 +126,7 @@ class Runtime:
         await self.store.aclose()
         await self.redis_client.aclose()
         if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
-            log.info("Embedded redis-server stopped")
+            await asyncio.to_thread(self.embedded.stop)  # it logs that it stopped
 
     async def simpro_reachable(self) -> tuple[bool, str]:
         """Whether Simpro answered recently (cached, so probes do not spend the rate limit)."""

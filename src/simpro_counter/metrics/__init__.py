@@ -1,0 +1,34 @@
+"""What a counter is: which resource and columns it reads, and how records fold into a value.
+
+Pure: nothing here does I/O. The scan feeds invoice records into an :class:`InvoiceFold`
+(one pass serves every invoice-derived metric); counts Simpro reports in `Result-Total`
+(jobs, quotes) need no fold at all. :func:`growth_history` turns each customer's first
+invoice date into new/cumulative customers per month, quarter or year.
+"""
+
+from .definitions import (
+    METRICS,
+    MetricDefinition,
+    MetricKind,
+    invoice_metrics,
+    result_total_metrics,
+    scan_columns,
+)
+from .history import HistoryPoint, Interval, growth_history, period_of, to_csv
+from .invoices import InvoiceFilter, InvoiceFold
+
+__all__ = [
+    "METRICS",
+    "HistoryPoint",
+    "Interval",
+    "InvoiceFilter",
+    "InvoiceFold",
+    "MetricDefinition",
+    "MetricKind",
+    "growth_history",
+    "invoice_metrics",
+    "period_of",
+    "result_total_metrics",
+    "scan_columns",
+    "to_csv",
+]
