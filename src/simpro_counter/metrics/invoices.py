@@ -1,0 +1,268 @@
+"""Folding invoice records into customers, invoices and revenue, in one pass.
+
+An :class:`InvoiceFold` is keyed by invoice ID: reading an invoice twice counts it once,
+adding it again replaces what was known (it moved to another customer, was re-priced, or
+left the filter), and :meth:`InvoiceFold.remove` forgets a deleted one. So the same fold
+serves a full scan (pages may overlap when re-read) and incremental updates (webhooks,
+`If-Modified-Since` catch-ups).
+
+Records are the dicts Simpro returns: IDs may be ints or strings (`52` and `"52"` are one
+record), `Customer` may be null (such invoices count as invoices and revenue, not as a
+customer), money is a JSON number such as `735.34` and is read with `Decimal(str(value))`
+so that binary floating point never enters a sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from simpro_counter.errors import SimproDataError
+from simpro_counter.simpro.ids import parse_id
+
+CENT = Decimal("0.01")
+
+# One invoice as the fold keeps it: (customer ID or None, ex-tax cents, date issued or None).
+_Entry = tuple[int | None, int, date | None]
+
+
+@dataclass(frozen=True)
+class InvoiceFilter:
+    """Which invoices count, by `Type` and `Stage`; None means every value.
+
+    The default counts every invoice: all types (TaxInvoice, Deposit, ProgressInvoice,
+    RequestForClaim, and any a build adds) and all stages (Approved, Pending). That is what
+    "customers ever invoiced" meant in the original, and it keeps the invoice count equal
+    to Simpro's `Result-Total` for the list, which is how a scan proves it is complete.
+    A deployment that wants e.g. approved revenue only sets `stages=frozenset({"Approved"})`;
+    the scan must then ask for the `Stage` column (``scan_columns()`` always does).
+    """
+
+    types: frozenset[str] | None = None
+    stages: frozenset[str] | None = None
+
+    @classmethod
+    def of(
+        cls, *, types: Collection[str] | None = None, stages: Collection[str] | None = None
+    ) -> InvoiceFilter:
+        return cls(
+            types=None if types is None else frozenset(types),
+            stages=None if stages is None else frozenset(stages),
+        )
+
+    @property
+    def counts_everything(self) -> bool:
+        return self.types is None and self.stages is None
+
+    def accepts(self, record: Mapping[str, object], invoice_id: int) -> bool:
+        return _allowed(record, "Type", self.types, invoice_id) and _allowed(
+            record, "Stage", self.stages, invoice_id
+        )
+
+
+def _allowed(
+    record: Mapping[str, object], field: str, allowed: frozenset[str] | None, invoice_id: int
+) -> bool:
+    if allowed is None:
+        return True
+    if field not in record:
+        raise SimproDataError(
+            f"invoice {invoice_id} has no {field} field, so the invoice filter cannot be "
+            f"applied (ask for the {field} column)"
+        )
+    value = record[field]
+    if not isinstance(value, str):
+        raise SimproDataError(f"invoice {invoice_id}: {field} is {value!r}, not a string")
+    return value in allowed
+
+
+class InvoiceFold:
+    """Customers, invoices and revenue over a set of invoices keyed by ID.
+
+    Memory: per invoice the fold keeps only a dict entry `ID -> (customer ID, ex-tax cents,
+    date issued)`. Customer IDs and dates are interned (one object per distinct customer or
+    day, shared by all its invoices), so the cost per invoice is the dict slot, the key int,
+    the 3-tuple and the cents int: measured with tracemalloc at 186 bytes per invoice over
+    100,000 invoices (18.6 MB, 5,000 customers), see tests/test_metrics_invoices.py. The
+    records themselves are not kept.
+
+    Adding is O(1); :meth:`customers`, :meth:`invoices` and :meth:`revenue` are O(1);
+    :meth:`first_invoice_date_by_customer` is O(invoices).
+    """
+
+    def __init__(self, invoice_filter: InvoiceFilter | None = None) -> None:
+        self.filter = invoice_filter or InvoiceFilter()
+        self._invoices: dict[int, _Entry] = {}
+        self._invoices_of: dict[int, int] = {}  # customer ID -> number of its invoices held
+        self._dates: dict[str, date] = {}  # DateIssued text -> one shared date object
+        self._customer_ids: dict[int, int] = {}  # interning: one int object per customer
+        self._cents = 0
+        self._without_customer = 0
+
+    # --- feeding ---------------------------------------------------------------------
+
+    def add(self, record: Mapping[str, object], where: str = "invoice") -> bool:
+        """Apply one invoice record; True when it counts, False when the filter leaves it out.
+
+        Adding an ID already held replaces it; a record the filter rejects removes an
+        earlier version (the invoice left the filter, e.g. its stage changed). Everything is
+        validated before anything changes: on :class:`SimproDataError` the fold is as before.
+        `where` names the source in error messages (e.g. "invoices page 3").
+        """
+        invoice_id = parse_id(record.get("ID"), what=f"{where}: invoice ID")
+        if not self.filter.accepts(record, invoice_id):
+            self.remove(invoice_id)
+            return False
+        customer = self._customer_id(record, invoice_id)
+        cents = ex_tax_cents(record, invoice_id)
+        issued = self._date_issued(record, invoice_id)
+        self.remove(invoice_id)
+        self._invoices[invoice_id] = (customer, cents, issued)
+        self._cents += cents
+        if customer is None:
+            self._without_customer += 1
+        else:
+            self._invoices_of[customer] = self._invoices_of.get(customer, 0) + 1
+        return True
+
+    def add_all(self, records: Iterable[Mapping[str, object]], where: str = "invoice") -> int:
+        """Apply every record; how many counted."""
+        return sum(self.add(record, where) for record in records)
+
+    def remove(self, invoice_id: int) -> bool:
+        """Forget a (deleted) invoice; False when it was not held."""
+        entry = self._invoices.pop(invoice_id, None)
+        if entry is None:
+            return False
+        customer, cents, _ = entry
+        self._cents -= cents
+        if customer is None:
+            self._without_customer -= 1
+        else:
+            left = self._invoices_of[customer] - 1
+            if left:
+                self._invoices_of[customer] = left
+            else:
+                del self._invoices_of[customer]
+        return True
+
+    # --- results ---------------------------------------------------------------------
+
+    def customers(self) -> int:
+        """Distinct customers over the invoices held (invoices without one ignored)."""
+        return len(self._invoices_of)
+
+    def invoices(self) -> int:
+        """Distinct invoices held."""
+        return len(self._invoices)
+
+    def invoices_without_customer(self) -> int:
+        return self._without_customer
+
+    def revenue(self) -> Decimal:
+        """Sum of `Total.ExTax`, exact, with two decimal places (e.g. `Decimal("0.00")`)."""
+        return Decimal(self._cents).scaleb(-2).quantize(CENT)
+
+    def revenue_cents(self) -> int:
+        return self._cents
+
+    def first_invoice_date_by_customer(self) -> dict[int, date]:
+        """Each customer's earliest `DateIssued`.
+
+        Invoices without a date (the column was not asked for, or Simpro sent null) are
+        skipped; a customer all of whose invoices lack a date is left out, so
+        :meth:`undated_customers` tells how many customers the history cannot place.
+        """
+        first: dict[int, date] = {}
+        for customer, _, issued in self._invoices.values():
+            if customer is None or issued is None:
+                continue
+            known = first.get(customer)
+            if known is None or issued < known:
+                first[customer] = issued
+        return first
+
+    def undated_customers(self) -> int:
+        return self.customers() - len(self.first_invoice_date_by_customer())
+
+    def __len__(self) -> int:
+        return len(self._invoices)
+
+    def __contains__(self, invoice_id: object) -> bool:
+        return invoice_id in self._invoices
+
+    def ids(self) -> list[int]:
+        """The invoice IDs held, ascending."""
+        return sorted(self._invoices)
+
+    # --- parsing ---------------------------------------------------------------------
+
+    def _customer_id(self, record: Mapping[str, object], invoice_id: int) -> int | None:
+        if "Customer" not in record:
+            raise SimproDataError(
+                f"invoice {invoice_id} has no Customer field (ask for the Customer column)"
+            )
+        customer = record["Customer"]
+        if customer is None:
+            return None
+        if not isinstance(customer, Mapping):
+            raise SimproDataError(f"invoice {invoice_id}: Customer is {customer!r}, not an object")
+        customer_id = parse_id(customer.get("ID"), what=f"invoice {invoice_id}: Customer.ID")
+        # Intern: one int object per customer, shared by all its invoices.
+        return self._customer_ids.setdefault(customer_id, customer_id)
+
+    def _date_issued(self, record: Mapping[str, object], invoice_id: int) -> date | None:
+        value = record.get("DateIssued")
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise SimproDataError(f"invoice {invoice_id}: DateIssued is {value!r}, not a date")
+        issued = self._dates.get(value)
+        if issued is None:
+            issued = parse_date(value, invoice_id)
+            self._dates[value] = issued
+        return issued
+
+
+def ex_tax_cents(record: Mapping[str, object], invoice_id: int) -> int:
+    """`Total.ExTax` in whole cents, read exactly; SimproDataError saying what is wrong.
+
+    Simpro amounts have two decimal places; a value with more is rounded half up to the
+    cent per invoice (as an accounting system does), so a sum is always whole cents.
+    """
+    if "Total" not in record:
+        raise SimproDataError(f"invoice {invoice_id} has no Total field (ask for the Total column)")
+    total = record["Total"]
+    if not isinstance(total, Mapping):
+        raise SimproDataError(f"invoice {invoice_id}: Total is {total!r}, not an object")
+    if "ExTax" not in total:
+        raise SimproDataError(f"invoice {invoice_id}: Total has no ExTax")
+    value = total["ExTax"]
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise SimproDataError(f"invoice {invoice_id}: Total.ExTax is {value!r}, not a number")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise SimproDataError(
+            f"invoice {invoice_id}: Total.ExTax is {value!r}, not a number"
+        ) from None
+    if not amount.is_finite():
+        raise SimproDataError(
+            f"invoice {invoice_id}: Total.ExTax is {value!r}, not a finite number"
+        )
+    return int(amount.quantize(CENT, rounding=ROUND_HALF_UP).scaleb(2))
+
+
+def parse_date(value: str, invoice_id: int) -> date:
+    """`2024-03-05` (a trailing time such as `T00:00:00+10:00` is ignored)."""
+    text = value.strip()
+    if len(text) > 10 and text[10] not in "T ":
+        text = ""  # e.g. "2024-03-051": not a date
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        raise SimproDataError(
+            f"invoice {invoice_id}: DateIssued is {value!r}, not a date (YYYY-MM-DD)"
+        ) from None
