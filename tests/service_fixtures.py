@@ -57,15 +57,36 @@ async def running_app(
 
 
 async def wait_for_count(client: httpx.AsyncClient, within: float = 30.0) -> dict[str, Any]:
-    """Poll the counter until it has a value."""
+    """Poll the counter until it has a value and the refresh that made it has finished.
+
+    A refresh publishes first and records its status and releases its lock after, so a
+    request right after the value appears could still find it running.
+    """
     deadline = time.monotonic() + within
     while True:
         body: dict[str, Any] = (await client.get("/api/simpro/customers")).json()
-        if body["count"] is not None:
+        status = (await client.get("/api/simpro/customers/refresh")).json()
+        if body["count"] is not None and not status["isRefreshing"]:
             return body
         if time.monotonic() > deadline:
             raise AssertionError(f"no count after {within} s: {body}")
         await asyncio.sleep(0.05)
+
+
+def wait_until_counted(url: str, within: float = 60.0) -> int:
+    """`wait_for_count` for a service over real HTTP; returns the count."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            count = httpx.get(f"{url}/api/simpro/customers", timeout=2).json()["count"]
+            status = httpx.get(f"{url}/api/simpro/customers/refresh", timeout=2).json()
+            if isinstance(count, int) and not status["isRefreshing"]:
+                return count
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no finished refresh at {url} within {within} s")
+        time.sleep(0.1)
 
 
 def free_port() -> int:

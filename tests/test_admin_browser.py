@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from simpro_counter.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from simpro_counter.store import EmbeddedRedis
 from tests.browser_fixtures import ARTIFACTS
-from tests.service_fixtures import ADMIN_TOKEN, ServiceProcess, service_process
+from tests.service_fixtures import ADMIN_TOKEN, ServiceProcess, service_process, wait_until_counted
 
 DOCS_IMAGE = Path(__file__).resolve().parent.parent / "docs" / "images" / "dashboard.png"
 
@@ -44,15 +42,8 @@ def deployment(
             "REFRESH_CHECK_INTERVAL": "3600",
         }
         with service_process(env, tmp_path_factory.mktemp("admin")) as service:
-            _wait_until_counted(service.url)
+            wait_until_counted(service.url)
             yield Deployment(sim, service)
-
-
-def _wait_until_counted(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{url}/api/simpro/customers").json()["count"] is None:
-        assert time.monotonic() < deadline, "no count within 30 s"
-        time.sleep(0.1)
 
 
 def _sign_in(page: Page, url: str, token: str) -> None:

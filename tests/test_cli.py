@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from simpro_counter.simulator import RunningSimulator
-from tests.service_fixtures import free_port, stop_process
+from tests.service_fixtures import free_port, stop_process, wait_until_counted
 
 CLI = [sys.executable, "-m", "simpro_counter"]
 
@@ -128,6 +128,7 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
             assert demo.poll() is None, "the demo exited"
             assert time.monotonic() < deadline, "the demo produced no count within 60 s"
             time.sleep(0.2)
+        wait_until_counted(base)  # the refresh that made it has finished too
         truth = httpx.get(f"{sim}/__truth").json()
         assert body["count"] == truth["customers"]
 

@@ -32,6 +32,7 @@ async def test_a_stale_value_is_refreshed_by_exactly_one_replica(redis_url: str)
         assert await runtime_a.store.publish(old)
         assert old.is_stale(time.time())
         # (Not read through the API here: a stale read starts a refresh of its own.)
+        await _idle(runtime_a, runtime_b)  # the start-up refresh records its status last
         simulator.stats.reset()
 
         started = await runtime_a.scheduler.check_once() + await runtime_b.scheduler.check_once()
@@ -49,6 +50,7 @@ async def test_a_stale_value_is_refreshed_by_exactly_one_replica(redis_url: str)
         assert simulator.stats.total == 1
         assert fresh.details["lastSync"]["changed"] == 0
 
+        await _idle(runtime_a, runtime_b)
         # A day after the last full scan, the next stale value gets a full reconciliation.
         details = {**fresh.details, "fullScanAt": time.time() - 2 * 86400}
         old = replace(fresh, computed_at=time.time() - 7 * 3600, details=details)
@@ -64,3 +66,12 @@ async def test_a_stale_value_is_refreshed_by_exactly_one_replica(redis_url: str)
         assert fresh.details["fullScanAt"] > time.time() - 60
         # A full scan: its pages, the catch-up and the final count.
         assert simulator.stats.total == math.ceil(600 / 250) + 2
+
+
+async def _idle(*runtimes: Runtime) -> None:
+    """Until no refresh runs anywhere (it releases its lock after recording its status)."""
+    for _ in range(400):
+        if not any([await runtime.refresher.is_refreshing() for runtime in runtimes]):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("a refresh kept running")

@@ -19,6 +19,7 @@ from tests.service_fixtures import (
     service_process,
     service_settings,
     wait_for_count,
+    wait_until_counted,
 )
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -112,7 +113,7 @@ def test_twenty_concurrent_refreshes_across_three_processes_scan_once(
             service_process(env, tmp_path) as c,
         ):
             urls = [a.url, b.url, c.url]
-            _wait_until_counted(urls[0])  # the start-up refresh (one of them won the lock)
+            wait_until_counted(urls[0])  # the start-up refresh (one of them won the lock)
             sim.simulator.stats.reset()
 
             def post(i: int) -> int:
@@ -141,7 +142,7 @@ def test_a_killed_lock_holder_frees_the_lock_within_its_ttl(redis_url: str, tmp_
             SIMPRO_MAX_IN_FLIGHT="1",
         )
         with service_process(env, tmp_path) as holder, service_process(env, tmp_path) as other:
-            _wait_until_counted(other.url)
+            wait_until_counted(other.url)
             sim.simulator.latency.mean = 0.5  # a scan now takes half a minute
             accepted = httpx.post(
                 f"{holder.url}/api/simpro/customers/refresh?background=true", headers=AUTH
@@ -178,12 +179,4 @@ def _wait_until_idle(url: str) -> dict[str, object]:
             return status
         if time.monotonic() > deadline:
             raise AssertionError("the refresh did not finish within 60 s")
-        time.sleep(0.1)
-
-
-def _wait_until_counted(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{url}/api/simpro/customers").json()["count"] is None:
-        if time.monotonic() > deadline:
-            raise AssertionError("no count within 60 s")
         time.sleep(0.1)

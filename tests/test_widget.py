@@ -36,6 +36,7 @@ from tests.service_fixtures import (
     service_process,
     service_settings,
     stop_process,
+    wait_until_counted,
 )
 
 TOKEN = "widget-admin-token"
@@ -186,19 +187,8 @@ def service(
     """The service in demo mode (what `make run` starts), with its first value counted."""
     env = _env(simulator, shared_redis, DEMO="true")
     with service_process(env, tmp_path_factory.mktemp("widget-service")) as svc:
-        _wait_for_count(svc.url)
+        wait_until_counted(svc.url)
         yield svc
-
-
-def _wait_for_count(url: str, within: float = 30) -> int:
-    deadline = time.monotonic() + within
-    while True:
-        count = httpx.get(f"{url}{API_PATH}").json()["count"]
-        if isinstance(count, int):
-            return count
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no count from {url} within {within} s")
-        time.sleep(0.1)
 
 
 def _records(page: Page, element_id: str) -> dict[str, list[Any]]:
@@ -360,7 +350,7 @@ def test_the_number_stays_while_the_service_is_down_and_updates_when_it_is_back(
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         with _serve(env, tmp_path, port):
-            truth = _wait_for_count(url)
+            truth = wait_until_counted(url)
             traffic = Traffic.watch(page)
             body = '<simpro-counter id="c" label="Clients Served" refresh-interval="1" '
             body += 'locale="en-US"></simpro-counter>'
