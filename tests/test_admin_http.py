@@ -233,12 +233,7 @@ async def test_refresh_needs_the_csrf_token_and_the_same_origin(redis_url: str) 
         _assert_secured(denied)
         assert "error" in denied.json()
 
-        invoiced = {
-            simulator.dataset.invoice(i).customer_id for i in simulator.dataset.invoice_ids()
-        }
-        simulator.dataset.add_invoice(
-            customer_id=min(set(simulator.dataset.customer_ids()) - invoiced)
-        )
+        simulator.dataset.add_invoice(customer_id=simulator.dataset.uninvoiced_customer_ids()[0])
         simulator.latency.mean = 0.05  # long enough to see it running
         started = await post({**same, "X-CSRF-Token": csrf})
         assert started.status_code == 202, started.text

@@ -93,8 +93,7 @@ async def _scenario(redis_url: str, operations: list[tuple[str, Any]], seed: int
         for action, argument in operations:
             ids = dataset.invoice_ids()
             if action == "add":
-                invoiced = {dataset.invoice(i).customer_id for i in ids}
-                new = sorted(set(dataset.customer_ids()) - invoiced)
+                new = dataset.uninvoiced_customer_ids()
                 if argument == "new" and new:
                     dataset.add_invoice(customer_id=new[0])
                 elif argument == "none":

@@ -98,10 +98,7 @@ async def test_post_refresh_follows_the_data_with_every_field(redis_url: str) ->
     simulator = _simulator()
     async with running_app(service_settings(redis_url), simulator.transport()) as (_, client):
         before = await wait_for_count(client)
-        invoiced = {
-            simulator.dataset.invoice(i).customer_id for i in simulator.dataset.invoice_ids()
-        }
-        new_customer = min(set(simulator.dataset.customer_ids()) - invoiced)
+        new_customer = simulator.dataset.uninvoiced_customer_ids()[0]
         simulator.dataset.add_invoice(customer_id=new_customer)
         response = await client.post("/api/simpro/customers/refresh", headers=AUTH)
         assert response.status_code == 200, response.text

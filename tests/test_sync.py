@@ -14,11 +14,6 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 INCREMENTAL = "/api/simpro/customers/refresh?mode=incremental"
 
 
-def _uninvoiced(simulator: Simulator) -> list[int]:
-    invoiced = {simulator.dataset.invoice(i).customer_id for i in simulator.dataset.invoice_ids()}
-    return sorted(set(simulator.dataset.customer_ids()) - invoiced)
-
-
 @pytest.mark.parametrize("nothing_changed", [304, 200])
 async def test_incremental_costs_what_changed(redis_url: str, nothing_changed: int) -> None:
     simulator = Simulator(
@@ -36,7 +31,7 @@ async def test_incremental_costs_what_changed(redis_url: str, nothing_changed: i
         assert unchanged.json()["lastSync"]["changed"] == 0
         assert simulator.stats.total == 1  # nothing changed: one request
 
-        first, second = _uninvoiced(simulator)[:2]
+        first, second = simulator.dataset.uninvoiced_customer_ids()[:2]
         new_invoice = simulator.dataset.add_invoice(customer_id=first)
         moved = simulator.dataset.invoice_ids()[0]
         simulator.dataset.update_invoice(moved, customer_id=second)

@@ -23,11 +23,6 @@ async def _count_becomes(client: httpx.AsyncClient, expected: int) -> dict[str, 
     raise AssertionError(f"count {body['count']} never became {expected}")
 
 
-def _uninvoiced_customers(simulator: Simulator) -> list[int]:
-    invoiced = {simulator.dataset.invoice(i).customer_id for i in simulator.dataset.invoice_ids()}
-    return sorted(set(simulator.dataset.customer_ids()) - invoiced)
-
-
 async def test_created_moved_and_deleted_invoices_move_the_count(redis_url: str) -> None:
     late = LateASGITransport()
     simulator = Simulator(
@@ -43,7 +38,7 @@ async def test_created_moved_and_deleted_invoices_move_the_count(redis_url: str)
         before = await wait_for_count(client)
         assert before["count"] == simulator.truth().customers
         simulator.stats.reset()
-        first, second = _uninvoiced_customers(simulator)[:2]
+        first, second = simulator.dataset.uninvoiced_customer_ids()[:2]
 
         invoice = simulator.dataset.add_invoice(customer_id=first)  # a new customer
         await simulator.webhooks.flush()
@@ -84,7 +79,7 @@ async def test_an_event_applied_by_one_replica_is_seen_by_the_other_within_100_m
         late.app = app_a  # deliveries reach replica A; either replica's worker applies them
         before = await wait_for_count(client_a)
         await wait_for_count(client_b)
-        for customer in _uninvoiced_customers(simulator)[:5]:
+        for customer in simulator.dataset.uninvoiced_customer_ids()[:5]:
             simulator.dataset.add_invoice(customer_id=customer)
             await simulator.webhooks.flush()
             expected = simulator.truth().customers
@@ -118,7 +113,9 @@ async def test_a_delivery_taken_by_a_stopped_replica_is_applied_by_another(
                 break
             await asyncio.sleep(0.01)
     # Every replica is stopped. One had taken a delivery and died before applying it.
-    invoice = simulator.dataset.add_invoice(customer_id=_uninvoiced_customers(simulator)[0])
+    invoice = simulator.dataset.add_invoice(
+        customer_id=simulator.dataset.uninvoiced_customer_ids()[0]
+    )
     async with running_app(settings, simulator.transport()) as (app, client):
         redis = app.state.runtime.redis_client
         await app.state.runtime.webhooks.aclose()  # hold this replica's worker back ...

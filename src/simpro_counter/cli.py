@@ -288,10 +288,7 @@ def _business_activity(simulator: Simulator, *, every: float) -> Iterator[None]:
     def work() -> None:
         rng = random.Random(7)
         while not stop.wait(every):
-            invoiced = {
-                simulator.dataset.invoice(i).customer_id for i in simulator.dataset.invoice_ids()
-            }
-            new = sorted(set(simulator.dataset.customer_ids()) - invoiced)
+            new = simulator.dataset.uninvoiced_customer_ids()
             simulator.dataset.add_invoice(
                 customer_id=rng.choice(new) if new and rng.random() < 0.7 else None
             )

@@ -116,7 +116,6 @@ _STEMS = {"customers": "customer_count"}
 # Seconds a refresh lock lives without a heartbeat (REFRESH_LOCK_TTL): a killed holder
 # frees it this fast. The holder extends it every third of that while its scan runs.
 LOCK_TTL_SECONDS = 15.0
-LOCK_HEARTBEAT_SECONDS = LOCK_TTL_SECONDS / 3
 # Recent refreshes kept in `Keys.history`.
 HISTORY_LENGTH = 20
 # Ledger events kept in `Keys.ledger.journal` for replay after a rebuild: enough for the

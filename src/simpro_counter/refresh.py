@@ -23,7 +23,7 @@ import httpx
 from redis.exceptions import RedisError
 
 from simpro_counter.errors import RefreshRunningError, SimproCounterError, StoreError
-from simpro_counter.keys import LOCK_HEARTBEAT_SECONDS, LOCK_TTL_SECONDS
+from simpro_counter.keys import LOCK_TTL_SECONDS
 from simpro_counter.scan import ScanObserver, ScanReport, scan_invoices
 from simpro_counter.settings import SimproConfig
 from simpro_counter.simpro import SimproClient
@@ -59,7 +59,6 @@ class Refresher:
         ledger: InvoiceLedgerStore | None = None,
         clock: Callable[[], float] = time.time,
         lock_ttl: float = LOCK_TTL_SECONDS,
-        heartbeat: float = LOCK_HEARTBEAT_SECONDS,
     ) -> None:
         self.store = store
         self.simpro = simpro
@@ -69,7 +68,8 @@ class Refresher:
         self.ledger = ledger
         self._clock = clock
         self._lock_ttl_ms = int(lock_ttl * 1000)
-        self._heartbeat = heartbeat
+        # Extended three times per TTL: two missed beats still leave the lock held.
+        self._heartbeat = lock_ttl / 3
         self._running: dict[str, asyncio.Task[MetricValue]] = {}
         self._background: set[asyncio.Task[None]] = set()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -16,7 +16,7 @@ class Telemetry:
         self.registry = CollectorRegistry()
         self.refresh_duration = Histogram(
             "simpro_counter_refresh_duration_seconds",
-            "Duration of refreshes, by metric and outcome",
+            "Duration of refreshes, by metric and outcome (full, incremental or error)",
             ["metric", "outcome"],
             buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
             registry=self.registry,
@@ -51,10 +51,6 @@ class Telemetry:
     def record_requests(self, by_status: Mapping[int, int]) -> None:
         for status, count in by_status.items():
             self.simpro_requests.labels(str(status)).inc(count)
-
-    def watch_age(self, metric: str, age: Callable[[], float]) -> None:
-        """Compute the age at scrape time, so it never needs a timer."""
-        self.age.labels(metric).set_function(age)
 
 
 class _ReadsCollector(Collector):

@@ -93,6 +93,12 @@ class Dataset:
         with self.lock:
             return sorted(self._customers)
 
+    def uninvoiced_customer_ids(self) -> list[int]:
+        """Customers with no invoice: giving one an invoice adds one to the true count."""
+        with self.lock:
+            invoiced = {invoice.customer_id for invoice in self._invoices.values()}
+            return sorted(set(self._customers) - invoiced)
+
     # -- mutations -----------------------------------------------------------------
 
     def add_invoice(

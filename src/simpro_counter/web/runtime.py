@@ -73,7 +73,6 @@ class Runtime:
             transport=transport,
             ledger=ledger,
             lock_ttl=settings.refresh_lock_ttl,
-            heartbeat=settings.refresh_lock_ttl / 3,
         )
         scheduler = Scheduler(
             store,
