@@ -20,7 +20,7 @@ async def test_register_list_delete(simulator: Simulator) -> None:
     async with SimproClient(client_config(), transport=simulator.transport()) as client:
         assert await subscriptions.list_subscriptions(client) == []
         created = await subscriptions.register(client, "https://counter.example.com/hook", "s3")
-        assert created.events == subscriptions.INVOICE_EVENTS
+        assert created.events == subscriptions.COUNTED_EVENTS
         assert created.status == "Enabled"
         listed = await subscriptions.list_subscriptions(client)
         assert [s.id for s in listed] == [created.id]

@@ -24,6 +24,7 @@ from rich.table import Table
 from simpro_counter.errors import ConfigError, SimproCounterError
 from simpro_counter.progress import ScanProgress
 from simpro_counter.settings import Settings, load_settings, simpro_config
+from simpro_counter.webhooks.subscriptions import COUNTED_EVENTS
 
 if TYPE_CHECKING:
     from simpro_counter.simulator import Simulator
@@ -65,29 +66,34 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 async def _refresh_into_store(settings: Settings, *, show_progress: bool) -> dict[str, Any]:
     """One refresh through the same lock and store the service uses; its report."""
     from simpro_counter.keys import Keys
+    from simpro_counter.metrics import format_value
     from simpro_counter.refresh import Refresher
     from simpro_counter.store import ResilientStore
     from simpro_counter.store.ledger import InvoiceLedgerStore
     from simpro_counter.store.locate import open_redis
 
-    config = simpro_config(settings)
     async with (
         open_redis(settings) as (redis_client, where),
         ResilientStore(redis_client, Keys(settings.key_prefix)) as store,
     ):
-        refresher = Refresher(
-            store,
-            config,
-            ttl=settings.customer_count_ttl,
-            lock_ttl=settings.refresh_lock_ttl,
-            ledger=InvoiceLedgerStore(redis_client, Keys(settings.key_prefix)),
+        refresher = Refresher.from_settings(
+            settings, store, InvoiceLedgerStore(redis_client, Keys(settings.key_prefix))
         )
         if show_progress:
             with ScanProgress(err_console) as progress:
-                value = await refresher.refresh(observer=progress)
+                values = await refresher.refresh_all(observer=progress)
         else:
-            value = await refresher.refresh()
-        return {"count": value.value, **value.details, "storage": store.storage, "redis": where}
+            values = await refresher.refresh_all()
+        customers = values["customers"]
+        return {
+            "count": customers.value,
+            **customers.details,
+            "invoices": values["invoices"].value,
+            "revenue": format_value("revenue", values["revenue"].value),
+            "currency": refresher.currency,
+            "storage": store.storage,
+            "redis": where,
+        }
 
 
 def _print_report(report: dict[str, Any], *, as_json: bool) -> None:
@@ -96,7 +102,8 @@ def _print_report(report: dict[str, Any], *, as_json: bool) -> None:
         return
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("[bold]Unique customers", f"[bold green]{report['count']:,}")
-    table.add_row("Invoices", f"{report['totalInvoices']:,}")
+    table.add_row("Invoices counted", f"{report['invoices']:,} of {report['totalInvoices']:,}")
+    table.add_row("Revenue (ex tax)", f"{report['revenue']} {report['currency']}")
     table.add_row("Invoices without a customer", f"{report['invoicesWithoutCustomer']:,}")
     table.add_row("Pages", f"{report['pages']:,}")
     table.add_row("Requests", f"{report['requests']:,} ({report['retries']:,} retries)")
@@ -378,7 +385,7 @@ def webhooks_register(
     ] = None,
     events: Annotated[
         str, typer.Option(help="Comma-separated events.")
-    ] = "invoice.created,invoice.updated,invoice.deleted",
+    ] = ",".join(COUNTED_EVENTS),
     name: Annotated[str, typer.Option(help="Name of the subscription in Simpro.")] = (
         "simpro-counter"
     ),

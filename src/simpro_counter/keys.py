@@ -36,31 +36,33 @@ class MetricKeys:
 class LedgerBuildingKeys:
     """Temporary keys a ledger rebuild fills before swapping them over the live ones."""
 
-    invoice_customer: str
+    invoice_entries: str
     customer_invoices: str
 
 
 @dataclass(frozen=True)
 class LedgerKeys:
-    """The invoice ledger: the exact, incrementally maintained state of the customer count."""
+    """The invoice ledger: the exact, incrementally maintained state of the invoice metrics."""
 
-    invoice_customer: str
-    """Hash invoiceID -> customerID, or "" for an invoice without a customer."""
+    invoice_entries: str
+    """Hash invoiceID -> `customerID|cents|YYYY-MM-DD` for every invoice counted."""
     customer_invoices: str
     """Hash customerID -> number of its invoices (customers with none are absent)."""
     customers: str
     """Number of customers with at least one invoice (decimal string)."""
     invoices: str
-    """Number of invoices (decimal string)."""
+    """Number of invoices counted (decimal string)."""
+    revenue_cents: str
+    """Sum of the counted invoices' ex-tax totals, in cents (decimal string)."""
     version: str
     """INCR on every change (each applied event and each rebuild)."""
     journal: str
-    """Capped list of `version:invoice:customer` entries, replayed after a rebuild."""
+    """Capped list of `version:invoice:entry` changes, replayed after a rebuild."""
 
     def building(self, token: str) -> LedgerBuildingKeys:
         """The temporary keys of the rebuild identified by `token`."""
         return LedgerBuildingKeys(
-            invoice_customer=f"{self.invoice_customer}:building:{token}",
+            invoice_entries=f"{self.invoice_entries}:building:{token}",
             customer_invoices=f"{self.customer_invoices}:building:{token}",
         )
 
@@ -102,10 +104,11 @@ class Keys:
         """The invoice ledger's keys (`store.ledger.InvoiceLedgerStore`)."""
         stem = f"{self.prefix}:ledger"
         return LedgerKeys(
-            invoice_customer=f"{stem}:invoice_customer",
+            invoice_entries=f"{stem}:invoice_entries",
             customer_invoices=f"{stem}:customer_invoices",
             customers=f"{stem}:customers",
             invoices=f"{stem}:invoices",
+            revenue_cents=f"{stem}:revenue_cents",
             version=f"{stem}:version",
             journal=f"{stem}:journal",
         )

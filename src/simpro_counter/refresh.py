@@ -1,4 +1,4 @@
-"""A refresh: one full scan of a metric under the store's lock, published only when complete.
+"""A refresh: one scan of a metric's group under the store's lock, published only when complete.
 
 Only one refresh of a metric runs at a time across every replica: the lock is
 `SET NX PX` with a random token, extended by a heartbeat while the scan runs, and
@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import httpx
@@ -24,29 +24,59 @@ from redis.exceptions import RedisError
 
 from simpro_counter.errors import RefreshRunningError, SimproCounterError, StoreError
 from simpro_counter.keys import LOCK_TTL_SECONDS
+from simpro_counter.metrics import INVOICE_GROUP, METRICS, InvoiceFilter, InvoiceFold, refresh_group
 from simpro_counter.scan import ScanObserver, ScanReport, scan_invoices
-from simpro_counter.settings import SimproConfig
+from simpro_counter.settings import Settings, SimproConfig, simpro_config
 from simpro_counter.simpro import SimproClient
 from simpro_counter.store.base import Store
-from simpro_counter.store.ledger import InvoiceLedgerStore, LedgerRebuild
+from simpro_counter.store.ledger import (
+    LEDGER_FORMAT,
+    InvoiceLedgerStore,
+    LedgerRebuild,
+)
 from simpro_counter.store.tasks import stop_task
 from simpro_counter.store.values import MetricValue, RefreshStatus
-from simpro_counter.sync import SyncReport, sync_changes
+from simpro_counter.sync import sync_changes
 from simpro_counter.telemetry import Telemetry
 
 log = logging.getLogger("simpro_counter.refresh")
 
-CUSTOMERS = "customers"
+CUSTOMERS = INVOICE_GROUP
 RefreshMode = Literal["full", "incremental"]
 
 
-def can_sync(value: MetricValue) -> bool:
-    """An incremental sync needs a cursor and a ledger rebuilt by a full scan."""
-    return bool(value.details.get("cursor")) and "ledgerVersion" in value.details
+def built_on_ledger(value: MetricValue, invoice_filter: InvoiceFilter | None = None) -> bool:
+    """Whether the value comes from a ledger a full scan rebuilt in the current format
+    under the same invoice filter: only then may ledger changes be published over it."""
+    details = value.details
+    return (
+        "ledgerVersion" in details
+        and details.get("ledgerFormat") == LEDGER_FORMAT
+        and details.get("invoiceFilter") == (invoice_filter or InvoiceFilter()).describe()
+    )
+
+
+def can_sync(value: MetricValue, invoice_filter: InvoiceFilter | None = None) -> bool:
+    """An incremental sync needs a cursor and a value built on the ledger."""
+    return bool(value.details.get("cursor")) and built_on_ledger(value, invoice_filter)
+
+
+@dataclass(frozen=True)
+class _Computed:
+    """What one refresh found: the value of each metric it computes, and its report."""
+
+    values: dict[str, int]
+    details: dict[str, Any]
+    report: dict[str, Any]
 
 
 class Refresher:
-    """Runs refreshes of the customers metric for one app instance."""
+    """Runs refreshes of every metric for one app instance.
+
+    The invoice metrics (customers, invoices, revenue) come from one scan and are
+    refreshed together under the `customers` lock; jobs and quotes each cost one request.
+    Any metric name may be passed; it is refreshed with its group.
+    """
 
     def __init__(
         self,
@@ -59,6 +89,8 @@ class Refresher:
         ledger: InvoiceLedgerStore | None = None,
         clock: Callable[[], float] = time.time,
         lock_ttl: float = LOCK_TTL_SECONDS,
+        invoice_filter: InvoiceFilter | None = None,
+        currency: str = "AUD",
     ) -> None:
         self.store = store
         self.simpro = simpro
@@ -70,16 +102,50 @@ class Refresher:
         self._lock_ttl_ms = int(lock_ttl * 1000)
         # Extended three times per TTL: two missed beats still leave the lock held.
         self._heartbeat = lock_ttl / 3
-        self._running: dict[str, asyncio.Task[MetricValue]] = {}
+        self.invoice_filter = invoice_filter or InvoiceFilter()
+        self.currency = currency
+        self._running: dict[str, asyncio.Task[dict[str, MetricValue]]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: Store,
+        ledger: InvoiceLedgerStore | None,
+        *,
+        telemetry: Telemetry | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Refresher:
+        """The refresher the service and `simpro-counter refresh` both run."""
+        return cls(
+            store,
+            simpro_config(settings),
+            ttl=settings.customer_count_ttl,
+            telemetry=telemetry,
+            transport=transport,
+            ledger=ledger,
+            lock_ttl=settings.refresh_lock_ttl,
+            invoice_filter=InvoiceFilter.of(
+                types=settings.invoice_type_list, stages=settings.invoice_stage_list
+            ),
+            currency=settings.currency,
+        )
+
+    def can_sync(self, value: MetricValue) -> bool:
+        return can_sync(value, self.invoice_filter)
+
+    def built_on_ledger(self, value: MetricValue) -> bool:
+        return built_on_ledger(value, self.invoice_filter)
+
     def running_here(self, metric: str = CUSTOMERS) -> bool:
-        task = self._running.get(metric)
+        task = self._running.get(refresh_group(metric))
         return task is not None and not task.done()
 
     async def is_refreshing(self, metric: str = CUSTOMERS) -> bool:
-        """True when a refresh runs here or on any replica."""
-        return self.running_here(metric) or await self.store.lock_held(metric)
+        """True when a refresh of the metric's group runs here or on any replica."""
+        group = refresh_group(metric)
+        return self.running_here(group) or await self.store.lock_held(group)
 
     async def refresh(
         self,
@@ -88,23 +154,38 @@ class Refresher:
         observer: ScanObserver | None = None,
         mode: RefreshMode = "full",
     ) -> MetricValue:
-        """Run a refresh now and return the published value.
+        """Run a refresh now and return the metric's published value.
 
         `full` scans every invoice and rebuilds the ledger; `incremental` applies only what
-        changed since the last sync (a full refresh when there is no cursor yet).
+        changed since the last sync (a full refresh when there is no cursor yet). Every
+        metric of the group is published (see :meth:`refresh_all`).
 
         Raises :class:`RefreshRunningError` when one is already running anywhere, and the
         scan's error when Simpro fails (the stored value is then left as it was).
         """
-        if self.running_here(metric):
-            raise RefreshRunningError(f"a refresh of {metric} is already running")
-        task = asyncio.create_task(self._locked_refresh(metric, observer, mode))
-        self._running[metric] = task
+        values = await self.refresh_all(metric, observer=observer, mode=mode)
+        return values[metric]
+
+    async def refresh_all(
+        self,
+        metric: str = CUSTOMERS,
+        *,
+        observer: ScanObserver | None = None,
+        mode: RefreshMode = "full",
+    ) -> dict[str, MetricValue]:
+        """As :meth:`refresh`, returning the value of every metric the refresh published."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}")
+        group = refresh_group(metric)
+        if self.running_here(group):
+            raise RefreshRunningError(f"a refresh of {group} is already running")
+        task = asyncio.create_task(self._locked_refresh(group, observer, mode))
+        self._running[group] = task
         try:
             return await asyncio.shield(task)
         finally:
             if task.done():
-                self._running.pop(metric, None)
+                self._running.pop(group, None)
 
     def start_background(self, metric: str = CUSTOMERS, *, mode: RefreshMode = "full") -> bool:
         """Start a refresh without waiting for it; False if one already runs here."""
@@ -128,7 +209,7 @@ class Refresher:
 
     async def _locked_refresh(
         self, metric: str, observer: ScanObserver | None, mode: RefreshMode
-    ) -> MetricValue:
+    ) -> dict[str, MetricValue]:
         token = secrets.token_hex(16)
         if not await self.store.acquire_lock(metric, token, self._lock_ttl_ms):
             raise RefreshRunningError(f"a refresh of {metric} is already running elsewhere")
@@ -143,7 +224,9 @@ class Refresher:
                     await stop_task(task)
             await self.store.release_lock(metric, token)
 
-    async def _keep_lock(self, metric: str, token: str, scan: asyncio.Task[MetricValue]) -> None:
+    async def _keep_lock(
+        self, metric: str, token: str, scan: asyncio.Task[dict[str, MetricValue]]
+    ) -> None:
         while True:
             await asyncio.sleep(self._heartbeat)
             if not await self.store.extend_lock(metric, token, self._lock_ttl_ms):
@@ -152,75 +235,123 @@ class Refresher:
                 return
 
     async def _scan_and_publish(
-        self, metric: str, started: float, observer: ScanObserver | None, mode: RefreshMode
-    ) -> MetricValue:
-        status = await self.store.read_status(metric) or RefreshStatus(metric)
+        self, group: str, started: float, observer: ScanObserver | None, mode: RefreshMode
+    ) -> dict[str, MetricValue]:
+        status = await self.store.read_status(group) or RefreshStatus(group)
         await self.store.write_status(replace(status, last_started_at=started))
-        current = await self.store.read(metric) if mode == "incremental" else None
+        current = await self.store.read(group) if mode == "incremental" else None
         if (
             current is None
-            or not can_sync(current)
+            or not self.can_sync(current)
             or self.ledger is None
             or self.store.storage != "redis"  # the ledger lives in Redis
         ):
             mode = "full"
-        log.info("Refresh of %s started (%s)", metric, mode)
-        fence = await self.store.next_fence(metric)
+        log.info("Refresh of %s started (%s)", group, mode)
+        fences = {name: await self.store.next_fence(name) for name in group_members(group)}
         try:
-            if current is not None and self.ledger is not None and mode == "incremental":
-                synced = await self._sync(self.ledger, str(current.details["cursor"]))
-                count, report_json = synced.customers, synced.as_json()
-                details = {**current.details, "cursor": synced.cursor, "lastSync": report_json}
+            if group != INVOICE_GROUP:
+                computed = await self._count(group)
+            elif current is not None and self.ledger is not None and mode == "incremental":
+                computed = await self._sync(self.ledger, current.details)
             else:
-                count, details = await self._full(observer)
-                report_json = details
+                computed = await self._full(observer)
         except (SimproCounterError, RedisError, OSError) as exc:
-            await self._failed(metric, status, started, exc)
+            await self._failed(group, status, started, exc)
             raise
-        value = MetricValue(
-            metric=metric,
-            value=count,
-            computed_at=self._clock(),
-            ttl=self.ttl,
-            fence=fence,
-            details=details,
-        )
-        published = await self.store.publish(value)
+        computed_at = self._clock()
+        published: dict[str, MetricValue] = {}
+        for name, fence in fences.items():
+            value = MetricValue(
+                metric=name,
+                value=computed.values[name],
+                computed_at=computed_at,
+                ttl=self.ttl,
+                fence=fence,
+                details=self._details_of(name, computed.details),
+            )
+            if await self.store.publish(value):
+                published[name] = value
+            else:
+                log.warning("Refresh of %s finished but a newer value was already stored", name)
+                published[name] = await self.store.read(name) or value
         finished = self._clock()
-        self.telemetry.refresh_duration.labels(metric, mode).observe(finished - started)
-        entry = {"mode": mode, **report_json, "count": count}
-        await self.store.write_status(
-            replace(
-                status,
-                last_started_at=started,
-                last_finished_at=finished,
-                last_success_at=finished,
-                last_error=None,
-                last_error_at=None,
-                last_report=entry,
+        self.telemetry.refresh_duration.labels(group, mode).observe(finished - started)
+        entry = {"mode": mode, **computed.report, "count": computed.values[group]}
+        for name in fences:
+            own = status if name == group else await self.store.read_status(name)
+            await self.store.write_status(
+                replace(
+                    own or RefreshStatus(name),
+                    last_started_at=started,
+                    last_finished_at=finished,
+                    last_success_at=finished,
+                    last_error=None,
+                    last_error_at=None,
+                    last_report=entry,
+                )
             )
-        )
         await self.store.push_history(
-            {"metric": metric, "finishedAt": finished, "ok": True, **entry}
+            {"metric": group, "finishedAt": finished, "ok": True, **entry}
         )
-        if published:
-            log.info(
-                "Refresh done (%s): %s %s in %.1f s (%s requests)",
-                mode,
-                f"{count:,}",
-                metric,
-                finished - started,
-                report_json.get("requests"),
-            )
-            return value
-        log.warning("Refresh of %s finished but a newer value was already stored", metric)
-        return await self.store.read(metric) or value
+        log.info(
+            "Refresh done (%s): %s in %.1f s (%s requests)",
+            mode,
+            ", ".join(f"{v.value:,} {name}" for name, v in published.items()),
+            finished - started,
+            computed.report.get("requests"),
+        )
+        return published
 
-    async def _full(self, observer: ScanObserver | None) -> tuple[int, dict[str, Any]]:
-        """A full scan, and the ledger rebuilt from it; the count and the details to keep."""
+    def _details_of(self, metric: str, details: dict[str, Any]) -> dict[str, Any]:
+        if METRICS[metric].kind == "sum":
+            return {**details, "currency": self.currency}
+        return details
+
+    async def _count(self, metric: str) -> _Computed:
+        """A metric Simpro reports in `Result-Total`: one request with `pageSize=1`."""
+        started = time.monotonic()
+        async with SimproClient(self.simpro, transport=self._transport) as client:
+            try:
+                count = await client.count(METRICS[metric].resource)
+            finally:
+                self.telemetry.record_requests(client.stats.by_status)
+            report = {
+                "requests": client.stats.requests,
+                "retries": client.stats.retries,
+                "duration": round(time.monotonic() - started, 3),
+            }
+        return _Computed({metric: count}, report, report)
+
+    async def _sync(self, ledger: InvoiceLedgerStore, current: dict[str, Any]) -> _Computed:
+        """What changed since the last sync, applied to the ledger."""
+        async with SimproClient(self.simpro, transport=self._transport) as client:
+            try:
+                synced = await sync_changes(
+                    client, ledger, str(current["cursor"]), InvoiceFold(self.invoice_filter)
+                )
+            finally:
+                self.telemetry.record_requests(client.stats.by_status)
+        report = synced.as_json()
+        details = {
+            **current,
+            "cursor": synced.cursor,
+            "ledgerVersion": synced.counts.version,
+            "lastSync": report,
+        }
+        return _Computed(synced.counts.metric_values(), details, report)
+
+    async def _full(self, observer: ScanObserver | None) -> _Computed:
+        """A full scan, and the ledger rebuilt from it."""
         journal_from = await self._ledger_version()
-        report, customer_of = await self._scan(observer)
-        count, details = report.count, report.as_json()
+        report, fold = await self._scan(observer)
+        values = {
+            "customers": report.count,
+            "invoices": report.invoices,
+            "revenue": report.revenue_cents,
+        }
+        details = report.as_json()
+        details["invoiceFilter"] = self.invoice_filter.describe()
         drift = await self._drift(report.count)
         if drift:
             details["drift"] = drift
@@ -229,14 +360,15 @@ class Refresher:
                 "incremental syncs had kept (changes they missed, e.g. deletions); corrected",
                 drift,
             )
-        rebuilt = await self._rebuild_ledger(customer_of, journal_from)
-        del customer_of  # the scan's per-invoice map can be large; the ledger holds it now
+        rebuilt = await self._rebuild_ledger(fold, journal_from)
+        del fold  # the scan's per-invoice state can be large; the ledger holds it now
         if rebuilt is not None:
             # The scan plus every webhook event applied while it ran.
-            count = rebuilt.customers
-            details["ledgerVersion"] = rebuilt.version
+            values = rebuilt.counts.metric_values()
+            details["ledgerVersion"] = rebuilt.counts.version
+            details["ledgerFormat"] = LEDGER_FORMAT
         details["fullScanAt"] = self._clock()
-        return count, details
+        return _Computed(values, details, details)
 
     async def _drift(self, scanned: int) -> int:
         """How far the kept-current count had drifted from a full scan's (0: not known)."""
@@ -244,26 +376,19 @@ class Refresher:
             return 0
         try:
             previous = await self.store.read(CUSTOMERS)
-            if previous is None or "ledgerVersion" not in previous.details:
+            if previous is None or not self.can_sync(previous):
                 return 0  # the ledger was never rebuilt: nothing was kept current
             kept = await self.ledger.counts()
         except (RedisError, OSError, StoreError):
             return 0
         return scanned - kept.customers
 
-    async def _sync(self, ledger: InvoiceLedgerStore, cursor: str) -> SyncReport:
+    async def _scan(self, observer: ScanObserver | None) -> tuple[ScanReport, InvoiceFold]:
         async with SimproClient(self.simpro, transport=self._transport) as client:
             try:
-                return await sync_changes(client, ledger, cursor)
-            finally:
-                self.telemetry.record_requests(client.stats.by_status)
-
-    async def _scan(
-        self, observer: ScanObserver | None
-    ) -> tuple[ScanReport, dict[int, int | None]]:
-        async with SimproClient(self.simpro, transport=self._transport) as client:
-            try:
-                return await scan_invoices(client, observer=observer)
+                return await scan_invoices(
+                    client, observer=observer, invoice_filter=self.invoice_filter
+                )
             finally:
                 self.telemetry.record_requests(client.stats.by_status)
 
@@ -277,13 +402,13 @@ class Refresher:
             return None
 
     async def _rebuild_ledger(
-        self, customer_of: dict[int, int | None], journal_from: int | None
+        self, fold: InvoiceFold, journal_from: int | None
     ) -> LedgerRebuild | None:
         """Replace the per-invoice state webhooks update; None when Redis cannot hold it."""
         if self.ledger is None or journal_from is None:
             return None
         try:
-            return await self.ledger.rebuild(customer_of, journal_from=journal_from)
+            return await self.ledger.rebuild(fold.counted(), journal_from=journal_from)
         except (RedisError, OSError, StoreError) as exc:
             # Includes a journal trimmed past the scan's start: the next refresh rebuilds.
             log.warning("Invoice ledger not rebuilt (%s): publishing the scan's count", exc)
@@ -294,16 +419,23 @@ class Refresher:
     ) -> None:
         finished = self._clock()
         self.telemetry.refresh_duration.labels(metric, "error").observe(finished - started)
-        await self.store.write_status(
-            replace(
-                status,
-                last_started_at=started,
-                last_finished_at=finished,
-                last_error=str(exc),
-                last_error_at=finished,
+        for name in group_members(metric):
+            own = status if name == metric else await self.store.read_status(name)
+            await self.store.write_status(
+                replace(
+                    own or RefreshStatus(name),
+                    last_started_at=started,
+                    last_finished_at=finished,
+                    last_error=str(exc),
+                    last_error_at=finished,
+                )
             )
-        )
         await self.store.push_history(
             {"metric": metric, "finishedAt": finished, "ok": False, "error": str(exc)}
         )
         log.error("Refresh of %s failed, the previous value is kept: %s", metric, exc)
+
+
+def group_members(group: str) -> tuple[str, ...]:
+    """The metrics one refresh of `group` publishes, the group's own first."""
+    return (group, *(name for name in METRICS if name != group and refresh_group(name) == group))

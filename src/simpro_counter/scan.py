@@ -28,16 +28,17 @@ import asyncio
 import bisect
 import math
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from simpro_counter.errors import ScanIncompleteError, SimproDataError
+from simpro_counter.metrics import InvoiceFilter, InvoiceFold, scan_columns
 from simpro_counter.simpro import SimproClient, parse_id
 from simpro_counter.simpro.client import Page, Params, Record
 
 INVOICES = "invoices"
-SCAN_COLUMNS = ("ID", "Customer")
+# Every column the invoice metrics, the growth history and the invoice filter need.
+SCAN_COLUMNS = scan_columns()
 
 # An ID range with open ends: (None, None) is every invoice.
 IdRange = tuple[int | None, int | None]
@@ -58,8 +59,13 @@ class ScanReport:
     """The proven result of a full scan and what it cost."""
 
     count: int
-    """Distinct customers over all invoices."""
+    """Distinct customers over the invoices counted."""
     total_invoices: int
+    """Every invoice Simpro holds (its `Result-Total`), counted by the filter or not."""
+    invoices: int
+    """Invoices counted (those the invoice filter accepts)."""
+    revenue_cents: int
+    """Sum of `Total.ExTax` over the invoices counted, in cents."""
     invoices_without_customer: int
     pages: int
     requests: int
@@ -74,6 +80,8 @@ class ScanReport:
         return {
             "count": self.count,
             "totalInvoices": self.total_invoices,
+            "invoices": self.invoices,
+            "revenueCents": self.revenue_cents,
             "invoicesWithoutCustomer": self.invoices_without_customer,
             "pages": self.pages,
             "requests": self.requests,
@@ -82,34 +90,6 @@ class ScanReport:
             "reconciled": self.reconciled,
             "cursor": self.cursor,
         }
-
-
-class InvoiceLedger:
-    """Which customer each invoice seen so far belongs to (None: no customer)."""
-
-    def __init__(self) -> None:
-        self.customer_of: dict[int, int | None] = {}
-
-    def apply(self, record: Record, where: str) -> int:
-        invoice_id = parse_id(record.get("ID"), what=f"{where}: invoice ID")
-        self.customer_of[invoice_id] = customer_id(record, invoice_id)
-        return invoice_id
-
-    def replace_range(self, id_range: IdRange, records: Iterable[Record], where: str) -> int:
-        """Forget every invoice in the range, then apply what Simpro holds there now."""
-        for invoice_id in ids_in(sorted(self.customer_of), id_range):
-            del self.customer_of[invoice_id]
-        applied = 0
-        for record in records:
-            self.apply(record, where)
-            applied += 1
-        return applied
-
-    def customers(self) -> int:
-        return len({c for c in self.customer_of.values() if c is not None})
-
-    def without_customer(self) -> int:
-        return sum(1 for c in self.customer_of.values() if c is None)
 
 
 def customer_id(record: Record, invoice_id: int) -> int | None:
@@ -158,9 +138,12 @@ async def scan_customers(
     *,
     observer: ScanObserver | None = None,
     max_rounds: int = 3,
+    invoice_filter: InvoiceFilter | None = None,
 ) -> ScanReport:
     """Read every invoice and count distinct customers, or raise; never a partial count."""
-    report, _ = await scan_invoices(client, observer=observer, max_rounds=max_rounds)
+    report, _ = await scan_invoices(
+        client, observer=observer, max_rounds=max_rounds, invoice_filter=invoice_filter
+    )
     return report
 
 
@@ -169,19 +152,22 @@ async def scan_invoices(
     *,
     observer: ScanObserver | None = None,
     max_rounds: int = 3,
-) -> tuple[ScanReport, dict[int, int | None]]:
-    """As :func:`scan_customers`, also returning which customer each invoice belongs to."""
-    scan = _Scan(client, observer or _NullObserver(), max_rounds)
+    invoice_filter: InvoiceFilter | None = None,
+) -> tuple[ScanReport, InvoiceFold]:
+    """As :func:`scan_customers`, also returning the fold: every invoice as it was counted."""
+    scan = _Scan(client, observer or _NullObserver(), max_rounds, InvoiceFold(invoice_filter))
     report = await scan.run()
-    return report, scan.ledger.customer_of
+    return report, scan.fold
 
 
 class _Scan:
-    def __init__(self, client: SimproClient, observer: ScanObserver, max_rounds: int) -> None:
+    def __init__(
+        self, client: SimproClient, observer: ScanObserver, max_rounds: int, fold: InvoiceFold
+    ) -> None:
         self.client = client
         self.observer = observer
         self.max_rounds = max_rounds
-        self.ledger = InvoiceLedger()
+        self.fold = fold
         self.pages = 0
         self.reconciled = 0
 
@@ -191,15 +177,15 @@ class _Scan:
         retries_before = self.client.stats.retries
         marks, cursor, (total_at_start, newest_at_start) = await self._read_all_pages()
         total, _ = await asyncio.gather(self.client.count(INVOICES), self._catch_up(cursor))
-        created = sum(1 for invoice_id in self.ledger.customer_of if invoice_id > newest_at_start)
+        created = sum(1 for invoice_id in self.fold.ids() if invoice_id > newest_at_start)
         deleted = total_at_start + created - total
         reread_all = deleted > 0
         rounds = 0
-        while reread_all or len(self.ledger.customer_of) != total:
+        while reread_all or len(self.fold) != total:
             if rounds == self.max_rounds:
                 raise ScanIncompleteError(
                     f"invoices kept changing while they were counted: after {rounds} "
-                    f"re-reads {len(self.ledger.customer_of)} distinct invoices were seen "
+                    f"re-reads {len(self.fold)} distinct invoices were seen "
                     f"but Simpro reports {total}; the previous count is kept"
                 )
             rounds += 1
@@ -211,15 +197,17 @@ class _Scan:
                 reread_all = False
             else:
                 self.observer.reconciling(
-                    f"{len(self.ledger.customer_of)} invoices seen, Simpro reports {total}: "
+                    f"{len(self.fold)} invoices seen, Simpro reports {total}: "
                     "locating the difference"
                 )
                 await self._locate_and_repair((None, None), total)
             total = await self.client.count(INVOICES)
         return ScanReport(
-            count=self.ledger.customers(),
+            count=self.fold.customers(),
             total_invoices=total,
-            invoices_without_customer=self.ledger.without_customer(),
+            invoices=self.fold.invoices(),
+            revenue_cents=self.fold.revenue_cents(),
+            invoices_without_customer=self.fold.invoices_without_customer(),
             pages=self.pages,
             requests=self.client.stats.requests - requests_before,
             retries=self.client.stats.retries - retries_before,
@@ -263,10 +251,15 @@ class _Scan:
         newest_id = -1 if newest_ids is None else newest_ids[1]
         return marks, first.date, (total_at_start, newest_id)
 
+    def _apply(self, record: Record, where: str) -> int:
+        invoice_id, entry = self.fold.parse(record, where)
+        self.fold.put(invoice_id, entry)
+        return invoice_id
+
     def _take(self, page: Page, marks: list[int], where: str) -> tuple[int, int] | None:
         """Apply a page to the ledger; its lowest and highest invoice IDs (None when empty)."""
         self.pages += 1
-        ids = [self.ledger.apply(record, where) for record in page.records]
+        ids = [self._apply(record, where) for record in page.records]
         self.observer.page_done(len(page.records), self.client.stats.retries)
         if not ids:
             return None
@@ -284,10 +277,10 @@ class _Scan:
         async for page in self.client.pages(
             INVOICES, columns=SCAN_COLUMNS, params={"orderby": "ID"}, if_modified_since=cursor
         ):
-            if page.number == 1 and (page.total or 0) >= max(len(self.ledger.customer_of), 1):
+            if page.number == 1 and (page.total or 0) >= max(len(self.fold), 1):
                 return
             for record in page.records:
-                self.ledger.apply(record, f"invoices changed since {cursor}")
+                self._apply(record, f"invoices changed since {cursor}")
                 self.reconciled += 1
 
     async def _refetch(self, id_range: IdRange) -> None:
@@ -296,13 +289,18 @@ class _Scan:
         async for page in self.client.pages(INVOICES, columns=SCAN_COLUMNS, params=params):
             self.pages += 1
             records.extend(page.records)
-        self.reconciled += self.ledger.replace_range(id_range, records, f"invoices {id_range}")
+        # Forget every invoice held in the range, then take what Simpro holds there now.
+        for invoice_id in ids_in(self.fold.ids(), id_range):
+            self.fold.remove(invoice_id)
+        for record in records:
+            self._apply(record, f"invoices {id_range}")
+        self.reconciled += len(records)
 
     async def _locate_and_repair(self, id_range: IdRange, known_total: int | None = None) -> None:
         """Halve the range until the ranges whose counts differ are small, then re-read them."""
         if known_total is None:
             known_total = await self.client.count(INVOICES, params=range_filter(id_range))
-        local = ids_in(sorted(self.ledger.customer_of), id_range)
+        local = ids_in(self.fold.ids(), id_range)
         if len(local) == known_total:
             return
         if known_total <= self.client.config.page_size or len(local) < 2:

@@ -11,7 +11,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from simpro_counter.refresh import CUSTOMERS, Refresher, RefreshMode, can_sync
+from simpro_counter.metrics import refresh_groups
+from simpro_counter.refresh import Refresher, RefreshMode
 from simpro_counter.store.base import Store
 from simpro_counter.store.tasks import stop_task
 
@@ -26,14 +27,15 @@ class Scheduler:
         *,
         interval: float,
         full_every: float = 86400.0,
-        metrics: tuple[str, ...] = (CUSTOMERS,),
+        metrics: tuple[str, ...] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._refresher = refresher
         self._interval = interval
         self._full_every = full_every
-        self._metrics = metrics
+        # One metric per refresh: refreshing `customers` refreshes invoices and revenue.
+        self._metrics = metrics or refresh_groups()
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
 
@@ -49,7 +51,7 @@ class Scheduler:
             due = value is None or value.is_stale(now)
             if due and not await self._refresher.is_refreshing(metric):
                 mode: RefreshMode = "full"
-                if value is not None and can_sync(value):
+                if value is not None and self._refresher.can_sync(value):
                     last_full = float(value.details.get("fullScanAt", value.computed_at))
                     if now - last_full < self._full_every:
                         mode = "incremental"  # what changed since the last sync only

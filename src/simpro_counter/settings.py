@@ -67,6 +67,19 @@ class Settings(BaseSettings):
     customer_count_ttl: Annotated[int, Field(ge=60)] = Field(
         default=21600, description="Seconds a value counts as fresh before a refresh is due"
     )
+    invoice_types: str = Field(
+        default="",
+        description="Comma-separated invoice Types that count (e.g. `TaxInvoice`); empty: all",
+    )
+    invoice_stages: str = Field(
+        default="",
+        description="Comma-separated invoice Stages that count (e.g. `Approved`); empty: all",
+    )
+    currency: str = Field(
+        default="AUD",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code of the build's currency, sent with `revenue`",
+    )
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token for POST refresh and the admin pages"
     )
@@ -112,8 +125,22 @@ class Settings(BaseSettings):
         return self.admin_token.get_secret_value() if self.admin_token else None
 
     @property
+    def invoice_type_list(self) -> list[str] | None:
+        """INVOICE_TYPES as a list; None counts every type."""
+        return _names(self.invoice_types) or None
+
+    @property
+    def invoice_stage_list(self) -> list[str] | None:
+        """INVOICE_STAGES as a list; None counts every stage."""
+        return _names(self.invoice_stages) or None
+
+    @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from simpro_counter.scan import INVOICES, SCAN_COLUMNS, customer_id
-from simpro_counter.simpro import SimproClient, parse_id
-from simpro_counter.store.ledger import InvoiceLedgerStore
+from simpro_counter.metrics import InvoiceFold
+from simpro_counter.scan import INVOICES, SCAN_COLUMNS
+from simpro_counter.simpro import SimproClient
+from simpro_counter.store.ledger import DELETED, InvoiceLedgerStore, LedgerCounts
 
 
 @dataclass(frozen=True)
 class SyncReport:
     changed: int
     """Invoices Simpro reported as changed (each applied to the ledger)."""
-    customers: int
-    """The ledger's customer count afterwards."""
+    counts: LedgerCounts
+    """The ledger's counts afterwards."""
     cursor: str
     """Where the next sync starts: the `Date` of this sync's first answer."""
     requests: int
@@ -35,8 +36,14 @@ class SyncReport:
         }
 
 
-async def sync_changes(client: SimproClient, ledger: InvoiceLedgerStore, cursor: str) -> SyncReport:
-    """Apply every invoice changed since `cursor` to the ledger."""
+async def sync_changes(
+    client: SimproClient, ledger: InvoiceLedgerStore, cursor: str, fold: InvoiceFold
+) -> SyncReport:
+    """Apply every invoice changed since `cursor` to the ledger.
+
+    `fold` parses each record under the invoice filter (it is not fed: the ledger holds
+    the state); a changed invoice the filter now leaves out leaves the ledger.
+    """
     started = time.monotonic()
     requests_before = client.stats.requests
     changed = 0
@@ -46,13 +53,12 @@ async def sync_changes(client: SimproClient, ledger: InvoiceLedgerStore, cursor:
     ):
         next_cursor = next_cursor or page.date
         for record in page.records:
-            invoice_id = parse_id(record.get("ID"), what="changed invoice: ID")
-            await ledger.apply(invoice_id, customer_id(record, invoice_id))
+            invoice_id, entry = fold.parse(record, "changed invoice")
+            await ledger.apply(invoice_id, DELETED if entry is None else entry)
             changed += 1
-    counts = await ledger.counts()
     return SyncReport(
         changed=changed,
-        customers=counts.customers,
+        counts=await ledger.counts(),
         cursor=next_cursor or cursor,
         requests=client.stats.requests - requests_before,
         duration=time.monotonic() - started,

@@ -7,27 +7,36 @@ invoice date into new/cumulative customers per month, quarter or year.
 """
 
 from .definitions import (
+    INVOICE_GROUP,
     METRICS,
     MetricDefinition,
     MetricKind,
+    format_value,
     invoice_metrics,
+    refresh_group,
+    refresh_groups,
     result_total_metrics,
     scan_columns,
 )
 from .history import HistoryPoint, Interval, growth_history, period_of, to_csv
-from .invoices import InvoiceFilter, InvoiceFold
+from .invoices import InvoiceEntry, InvoiceFilter, InvoiceFold
 
 __all__ = [
+    "INVOICE_GROUP",
     "METRICS",
     "HistoryPoint",
     "Interval",
+    "InvoiceEntry",
     "InvoiceFilter",
     "InvoiceFold",
     "MetricDefinition",
     "MetricKind",
+    "format_value",
     "growth_history",
     "invoice_metrics",
     "period_of",
+    "refresh_group",
+    "refresh_groups",
     "result_total_metrics",
     "scan_columns",
     "to_csv",

@@ -58,6 +58,12 @@ class MetricDefinition:
         exponent = Decimal(1).scaleb(-self.decimals)
         return str(Decimal(value).quantize(exponent))
 
+    def from_stored(self, stored: int) -> int | Decimal:
+        """The value from its stored integer, which counts the smallest unit (cents)."""
+        if self.decimals == 0:
+            return stored
+        return Decimal(stored).scaleb(-self.decimals)
+
 
 METRICS: dict[str, MetricDefinition] = {
     definition.name: definition
@@ -114,6 +120,27 @@ METRICS: dict[str, MetricDefinition] = {
         ),
     )
 }
+
+
+def format_value(metric: str, stored: int) -> str:
+    """A stored value as text: `"1234"` for counts, `"1234.50"` for revenue (cents 123450)."""
+    definition = METRICS[metric]
+    return definition.format(definition.from_stored(stored))
+
+
+# The invoice metrics are refreshed together, under the lock (and status) of this one:
+# `customers`, whose lock key is the original deployment's.
+INVOICE_GROUP = "customers"
+
+
+def refresh_group(metric: str) -> str:
+    """The metric whose refresh computes `metric` (and whose lock it runs under)."""
+    return INVOICE_GROUP if METRICS[metric].folded_from_invoices else metric
+
+
+def refresh_groups() -> tuple[str, ...]:
+    """One metric per refresh that keeps every metric current: customers, jobs, quotes."""
+    return tuple(dict.fromkeys(refresh_group(name) for name in METRICS))
 
 
 def invoice_metrics() -> tuple[MetricDefinition, ...]:

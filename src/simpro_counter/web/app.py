@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from simpro_counter.settings import Settings, simpro_config
-from simpro_counter.web import admin, counters, ops, pages, webhooks
+from simpro_counter.web import admin, counters, history, ops, pages, webhooks
 from simpro_counter.web.fastpath import FastReads
 from simpro_counter.web.runtime import Runtime
 
@@ -46,6 +46,7 @@ def create_app(
     )
     # Added last, so it runs first: the hot reads skip the rest of the stack.
     app.add_middleware(FastReads, cors_origins=settings.cors_origin_list)
+    app.include_router(history.router, tags=["counters"])
     app.include_router(counters.router, tags=["counters"])
     app.include_router(ops.router, tags=["operations"])
     app.include_router(pages.router, tags=["pages"])

@@ -1,4 +1,10 @@
-"""The original's public contract: count, refresh, refresh status, init."""
+"""The counters: the original's contract for `customers`, and the same for every metric.
+
+`GET /api/simpro/{metric}`, `POST|GET /api/simpro/{metric}/refresh` and `GET /api/init`
+keep the original's fields for `customers`; the other metrics answer the same way, with
+`total` and `currency` in place of `count` for money. The growth history lives in
+`history.py`.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +12,60 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from simpro_counter.errors import RefreshRunningError, SimproCounterError
+from simpro_counter.metrics import METRICS, refresh_groups
 from simpro_counter.refresh import CUSTOMERS, RefreshMode
 from simpro_counter.store.values import MetricValue
 from simpro_counter.web.auth import admin_denied
 from simpro_counter.web.http import iso, json_response, runtime_of
+from simpro_counter.web.reads import value_fields
+from simpro_counter.web.runtime import Runtime
 
 router = APIRouter()
 log = logging.getLogger("simpro_counter")
 
+MetricPath = Annotated[
+    str,
+    Path(
+        description="One of: " + ", ".join(METRICS),
+        examples=list(METRICS),
+    ),
+]
+
+
+def unknown_metric(metric: str) -> Response | None:
+    """A 404 naming the metrics there are, or None when `metric` is one of them."""
+    if metric in METRICS:
+        return None
+    return json_response(
+        {
+            "success": False,
+            "error": f"Unknown metric {metric[:60]!r}; known: {', '.join(METRICS)}",
+        },
+        status=404,
+    )
+
 
 @router.get(
-    "/api/simpro/customers",
-    summary="The current count of unique customers, from the cache",
-    responses={200: {"description": "`count` is null while the first value is computed"}},
+    "/api/simpro/{metric}",
+    summary="The current value of a metric, from the cache",
+    responses={
+        200: {
+            "description": "`count` (or `total` and `currency` for revenue) is null while "
+            "the first value is computed"
+        },
+        404: {"description": "No such metric"},
+    },
 )
-async def get_customers(request: Request) -> Response:
+async def get_metric(request: Request, metric: MetricPath) -> Response:
     # Normally answered by the ASGI fast path (fastpath.py) before routing; same answer.
-    answer = await runtime_of(request).reads.customers(
-        request.headers.get("if-none-match", "").encode() or None
+    missing = unknown_metric(metric)
+    if missing is not None:
+        return missing
+    answer = await runtime_of(request).reads.read(
+        metric, request.headers.get("if-none-match", "").encode() or None
     )
     return Response(
         answer.body,
@@ -41,29 +80,35 @@ async def get_customers(request: Request) -> Response:
 
 
 @router.post(
-    "/api/simpro/customers/refresh",
-    summary="Run a full refresh now (needs Authorization: Bearer <ADMIN_TOKEN>)",
+    "/api/simpro/{metric}/refresh",
+    summary="Run a refresh now (needs Authorization: Bearer <ADMIN_TOKEN>)",
+    responses={404: {"description": "No such metric"}},
 )
 async def post_refresh(
     request: Request,
+    metric: MetricPath,
     background: bool = Query(False, description="Answer 202 at once and refresh behind"),
     mode: Annotated[
         RefreshMode,
         Query(
             description="`full`: scan every invoice; `incremental`: only what changed since "
-            "the last sync (a full scan when there is no cursor yet)"
+            "the last sync (a full scan when there is no cursor yet). Customers, invoices "
+            "and revenue are refreshed together; jobs and quotes cost one request each."
         ),
     ] = "full",
 ) -> Response:
+    missing = unknown_metric(metric)
+    if missing is not None:
+        return missing
     runtime = runtime_of(request)
     denied = admin_denied(request, runtime.settings)
     if denied is not None:
         return denied
     storage = runtime.store.storage
-    if await runtime.refresher.is_refreshing(CUSTOMERS):
+    if await runtime.refresher.is_refreshing(metric):
         return _already_running(storage)
     if background:
-        runtime.refresher.start_background(CUSTOMERS, mode=mode)
+        runtime.refresher.start_background(metric, mode=mode)
         return json_response(
             {
                 "success": True,
@@ -74,27 +119,29 @@ async def post_refresh(
             status=202,
         )
     try:
-        value = await runtime.refresher.refresh(CUSTOMERS, mode=mode)
+        value = await runtime.refresher.refresh(metric, mode=mode)
     except RefreshRunningError:
         return _already_running(storage)
     except SimproCounterError as exc:
-        previous = await runtime.store.read(CUSTOMERS)
+        previous = await runtime.store.read(metric)
         return json_response(
             {
                 "success": False,
                 "error": str(exc),
-                "count": previous.value if previous else None,
+                **value_fields(metric, previous, runtime.settings.currency),
                 "storage": runtime.store.storage,
             },
             status=502,
         )
-    return json_response({"success": True, **_refreshed(value), "storage": runtime.store.storage})
+    return json_response(
+        {"success": True, **_refreshed(runtime, value), "storage": runtime.store.storage}
+    )
 
 
-def _refreshed(value: MetricValue) -> dict[str, Any]:
+def _refreshed(runtime: Runtime, value: MetricValue) -> dict[str, Any]:
     details = value.details
     return {
-        "count": value.value,
+        **value_fields(value.metric, value, runtime.settings.currency),
         "totalInvoices": details.get("totalInvoices"),
         "duration": details.get("duration"),
         "ttl": value.ttl,
@@ -118,18 +165,25 @@ def _already_running(storage: str) -> Response:
     )
 
 
-@router.get("/api/simpro/customers/refresh", summary="Refresh status and cache information")
-async def get_refresh_status(request: Request) -> Response:
+@router.get(
+    "/api/simpro/{metric}/refresh",
+    summary="Refresh status and cache information of a metric",
+    responses={404: {"description": "No such metric"}},
+)
+async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
+    missing = unknown_metric(metric)
+    if missing is not None:
+        return missing
     runtime = runtime_of(request)
-    value = await runtime.store.read(CUSTOMERS)
-    status = await runtime.store.read_status(CUSTOMERS)
+    value = await runtime.store.read(metric)
+    status = await runtime.store.read_status(metric)
     now = time.time()
     body: dict[str, Any] = {
-        "count": value.value if value else None,
+        **value_fields(metric, value, runtime.settings.currency),
         "lastUpdated": iso(value.computed_at) if value else None,
         "ttl": max(0, int(value.expires_at() - now)) if value else 0,
         "nextRefresh": iso(value.expires_at()) if value else None,
-        "isRefreshing": await runtime.refresher.is_refreshing(CUSTOMERS),
+        "isRefreshing": await runtime.refresher.is_refreshing(metric),
         "storage": runtime.store.storage,
         "stale": value.is_stale(now) if value else None,
         "lastError": status.last_error if status else None,
@@ -149,6 +203,10 @@ async def get_init(request: Request) -> Response:
     started = False
     if value is None:
         started = runtime.refresher.start_background(CUSTOMERS)
+    for group in refresh_groups():  # jobs and quotes: one request each
+        if group != CUSTOMERS and await runtime.store.read(group) is None:
+            runtime.refresher.start_background(group)
+    if value is None:
         log.info("Init: no value cached yet; refresh started")
     else:
         log.info("Init: %s customers already cached", f"{value.value:,}")

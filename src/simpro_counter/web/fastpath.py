@@ -1,6 +1,6 @@
 """Raw ASGI answers for the hottest public reads, ahead of the framework's routing.
 
-`GET /api/simpro/customers` (what every widget and page view asks) and `GET /healthz` are
+`GET /api/simpro/{metric}` (what every widget and page view asks) and `GET /healthz` are
 answered here without building a Request, running dependencies or the CORS middleware;
 everything else (including CORS preflight) goes to the FastAPI app. The routes of the same
 paths still exist in the app, for the OpenAPI documentation.
@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from simpro_counter.metrics import METRICS
 from simpro_counter.web.reads import Answer
 from simpro_counter.web.runtime import Runtime
 
 _HEALTH = Answer.make(200, [(b"content-type", b"application/json")], b'{"status":"ok"}')
 _EXPOSE = (b"access-control-expose-headers", b"ETag, Retry-After")
+_METRIC_PATHS = {f"/api/simpro/{name}": name for name in METRICS}
 
 
 class FastReads:
@@ -26,10 +28,11 @@ class FastReads:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             path = scope["path"]
-            if path == "/api/simpro/customers":
+            metric = _METRIC_PATHS.get(path)
+            if metric is not None:
                 runtime: Runtime = scope["app"].state.runtime
                 if_none_match, origin = _headers(scope)
-                answer = await runtime.reads.customers(if_none_match)
+                answer = await runtime.reads.read(metric, if_none_match)
                 await self._send(send, answer, origin, scope["method"] == "HEAD")
                 return
             if path == "/healthz":

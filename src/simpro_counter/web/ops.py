@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from simpro_counter.refresh import CUSTOMERS
+from simpro_counter.metrics import METRICS
 from simpro_counter.web.http import json_response, runtime_of
 
 router = APIRouter()
@@ -41,8 +41,12 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
     runtime = runtime_of(request)
-    value = await runtime.store.read(CUSTOMERS)
-    if value is not None:
-        runtime.telemetry.value.labels(CUSTOMERS).set(value.value)
-        runtime.telemetry.age.labels(CUSTOMERS).set(value.age(time.time()))
+    now = time.time()
+    for name, definition in METRICS.items():
+        value = await runtime.store.read(name)
+        if value is not None:
+            # Prometheus samples are floats: revenue in currency units, not cents.
+            shown = float(definition.from_stored(value.value))
+            runtime.telemetry.value.labels(name).set(shown)
+            runtime.telemetry.age.labels(name).set(value.age(now))
     return Response(generate_latest(runtime.telemetry.registry), media_type=CONTENT_TYPE_LATEST)

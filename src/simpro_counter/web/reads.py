@@ -1,8 +1,11 @@
-"""The hot read path: `GET /api/simpro/customers` answered from the near-cache.
+"""The hot read path: `GET /api/simpro/{metric}` answered from the near-cache.
 
 Built to cost a few microseconds: no Redis round trip (the store's near-cache), the JSON
-body cached per (value, age second, source), headers pre-encoded. Both the raw ASGI fast
-path and the documented FastAPI route answer through it.
+body cached per metric and (value, age second, source), headers pre-encoded. Both the raw
+ASGI fast path and the documented FastAPI route answer through it.
+
+Count metrics answer `count`; money (`revenue`) answers `total` as a decimal string and
+its `currency`, so no client ever sees a binary float of an amount.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from simpro_counter.refresh import CUSTOMERS, Refresher
+from simpro_counter.metrics import METRICS, format_value
+from simpro_counter.refresh import Refresher
 from simpro_counter.store import MetricValue, ResilientStore
 from simpro_counter.telemetry import Telemetry
 
@@ -30,13 +34,23 @@ _SERVED_LOG_SECONDS = 60.0
 
 _JSON = (b"content-type", b"application/json")
 _EMPTY_BODY = {
-    "count": None,
     "cached": False,
     "cacheAge": None,
     "lastUpdated": None,
     "isRefreshing": True,
     "message": "The count is being computed; ask again shortly.",
 }
+
+
+def value_fields(metric: str, value: MetricValue | None, currency: str) -> dict[str, object]:
+    """`{"count": n}` for a count, `{"total": "1234.50", "currency": "AUD"}` for money;
+    null while there is no value yet."""
+    if METRICS[metric].decimals == 0:
+        return {"count": None if value is None else value.value}
+    total = None if value is None else format_value(metric, value.value)
+    if value is not None:
+        currency = str(value.details.get("currency", currency))
+    return {"total": total, "currency": currency}
 
 
 @dataclass(frozen=True)
@@ -59,59 +73,72 @@ class Answer:
 
 
 class CounterReads:
-    def __init__(self, store: ResilientStore, refresher: Refresher, telemetry: Telemetry) -> None:
+    def __init__(
+        self,
+        store: ResilientStore,
+        refresher: Refresher,
+        telemetry: Telemetry,
+        *,
+        currency: str = "AUD",
+    ) -> None:
         self._store = store
         self._refresher = refresher
         self._telemetry = telemetry
-        # The last answer and what it was built from: under load, most reads reuse it.
-        self._cached_key: tuple[object, ...] = ()
-        self._cached = Answer(200, [], b"")
-        self._last_stale_trigger = -_STALE_TRIGGER_SECONDS
-        self._last_served_log: dict[str, float] = {}
+        self._currency = currency
+        # Per metric, the last answer and what it was built from: most reads reuse it.
+        self._cached: dict[str, tuple[tuple[object, ...], Answer]] = {}
+        self._last_stale_trigger: dict[str, float] = {}
+        self._last_served_log: dict[tuple[str, str], float] = {}
 
     async def customers(self, if_none_match: bytes | None) -> Answer:
-        value = await self._store.read(CUSTOMERS)
+        return await self.read("customers", if_none_match)
+
+    async def read(self, metric: str, if_none_match: bytes | None) -> Answer:
+        """The answer for `GET /api/simpro/{metric}` (`metric` must be in METRICS)."""
+        value = await self._store.read(metric)
         source = self._store.storage
         if value is None:
-            self._telemetry.count_read(CUSTOMERS, "empty")
-            self._refresher.start_background(CUSTOMERS)  # one per process; the lock does the rest
-            body = json.dumps({**_EMPTY_BODY, "source": source}, separators=(",", ":"))
+            self._telemetry.count_read(metric, "empty")
+            self._refresher.start_background(metric)  # one per process; the lock does the rest
+            fields = value_fields(metric, None, self._currency)
+            body = json.dumps({**fields, **_EMPTY_BODY, "source": source}, separators=(",", ":"))
             headers = [
                 _JSON,
                 (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
                 (b"cache-control", b"no-store"),
             ]
             return Answer.make(200, headers, body.encode())
-        self._telemetry.count_read(CUSTOMERS, source)
+        self._telemetry.count_read(metric, source)
         now = time.time()
         key = (value, int(now - value.computed_at), source)
-        if key != self._cached_key:
-            self._cached = self._build(value, now, source)
-            self._cached_key = key
-        answer = self._cached
+        cached = self._cached.get(metric)
+        if cached is None or cached[0] != key:
+            cached = (key, self._build(metric, value, now, source))
+            self._cached[metric] = cached
+        answer = cached[1]
         if now >= value.computed_at + value.ttl:  # stale: make sure a refresh is on its way
             monotonic = time.monotonic()
-            if monotonic - self._last_stale_trigger >= _STALE_TRIGGER_SECONDS:
-                self._last_stale_trigger = monotonic
-                self._refresher.start_background(CUSTOMERS)
+            last = self._last_stale_trigger.get(metric, -_STALE_TRIGGER_SECONDS)
+            if monotonic - last >= _STALE_TRIGGER_SECONDS:
+                self._last_stale_trigger[metric] = monotonic
+                self._refresher.start_background(metric)
         if if_none_match is not None and etag_matches(if_none_match, answer.etag):
             return answer.not_modified()
         return answer
 
-    def _build(self, value: MetricValue, now: float, source: str) -> Answer:
+    def _build(self, metric: str, value: MetricValue, now: float, source: str) -> Answer:
         age = int(value.age(now))
+        fields = value_fields(metric, value, self._currency)
         monotonic = time.monotonic()
-        if monotonic - self._last_served_log.get(source, -_SERVED_LOG_SECONDS) >= (
-            _SERVED_LOG_SECONDS
-        ):
-            self._last_served_log[source] = monotonic
-            log.info(
-                "Value served: %s customers from %s (age %s s)", f"{value.value:,}", source, age
-            )
+        last = self._last_served_log.get((metric, source), -_SERVED_LOG_SECONDS)
+        if monotonic - last >= _SERVED_LOG_SECONDS:
+            self._last_served_log[(metric, source)] = monotonic
+            shown = fields.get("count", fields.get("total"))
+            log.info("Value served: %s %s from %s (age %s s)", shown, metric, source, age)
         etag = f'W/"{value.fence}-{value.value}-{int(value.computed_at)}"'.encode()
         body = json.dumps(
             {
-                "count": value.value,
+                **fields,
                 "cached": True,
                 "cacheAge": age,
                 "source": source,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import httpx
 from redis.asyncio import Redis
 
+from simpro_counter.growth import CustomerGrowth
 from simpro_counter.keys import Keys
 from simpro_counter.refresh import Refresher
 from simpro_counter.scheduler import Scheduler
@@ -38,6 +39,7 @@ class Runtime:
     scheduler: Scheduler
     telemetry: Telemetry
     reads: CounterReads
+    growth: CustomerGrowth
     webhooks: WebhookWorker | None = None
     embedded: EmbeddedRedis | None = None
     transport: httpx.AsyncBaseTransport | None = None
@@ -65,14 +67,8 @@ class Runtime:
         if store.redis_healthy:  # when it is not, the store has said so already
             log.info("Redis connected at %s", store.redis_location)
         telemetry = Telemetry()
-        refresher = Refresher(
-            store,
-            simpro,
-            ttl=settings.customer_count_ttl,
-            telemetry=telemetry,
-            transport=transport,
-            ledger=ledger,
-            lock_ttl=settings.refresh_lock_ttl,
+        refresher = Refresher.from_settings(
+            settings, store, ledger, telemetry=telemetry, transport=transport
         )
         scheduler = Scheduler(
             store,
@@ -88,7 +84,8 @@ class Runtime:
             refresher=refresher,
             scheduler=scheduler,
             telemetry=telemetry,
-            reads=CounterReads(store, refresher, telemetry),
+            reads=CounterReads(store, refresher, telemetry, currency=settings.currency),
+            growth=CustomerGrowth(ledger),
             webhooks=(
                 WebhookWorker(
                     redis_client,
@@ -96,6 +93,7 @@ class Runtime:
                     store,
                     ledger,
                     simpro,
+                    refresher,
                     transport=transport,
                     claim_idle=settings.webhook_claim_idle,
                 )
@@ -132,7 +130,13 @@ class Runtime:
         checked_at, ok, detail = self._simpro_checked
         if time.monotonic() - checked_at < _SIMPRO_CHECK_SECONDS:
             return ok, detail
-        config = replace(self.simpro, retry_attempts=1, timeout=min(self.simpro.timeout, 5.0))
+        # A few quick attempts: one dropped or garbled answer is not an outage.
+        config = replace(
+            self.simpro,
+            retry_attempts=3,
+            retry_timeout=5.0,
+            timeout=min(self.simpro.timeout, 5.0),
+        )
         try:
             async with SimproClient(config, transport=self.transport) as client:
                 await client.get_json("info/", {})

@@ -9,8 +9,16 @@ from simpro_counter.errors import SimproDataError
 from simpro_counter.simpro import SimproClient, parse_id
 
 RESOURCE = "setup/webhooks"
-# What keeps the customer count current: every change to an invoice.
+# What keeps the counters current: every change to an invoice (customers, invoices,
+# revenue, growth history), and jobs and quotes created or deleted (their counts).
 INVOICE_EVENTS = ("invoice.created", "invoice.updated", "invoice.deleted")
+COUNTED_EVENTS = (
+    *INVOICE_EVENTS,
+    "job.created",
+    "job.deleted",
+    "quote.created",
+    "quote.deleted",
+)
 DEFAULT_NAME = "simpro-counter"
 
 
@@ -48,7 +56,7 @@ async def register(
     callback_url: str,
     secret: str,
     *,
-    events: tuple[str, ...] = INVOICE_EVENTS,
+    events: tuple[str, ...] = COUNTED_EVENTS,
     name: str = DEFAULT_NAME,
 ) -> Subscription:
     """Subscribe `callback_url` to `events`, signed with `secret`."""

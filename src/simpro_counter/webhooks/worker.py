@@ -1,11 +1,15 @@
-"""Applies queued webhook deliveries: fetch the record, update the ledger, publish the count.
+"""Applies queued webhook deliveries: fetch the record, update the ledger, publish the values.
 
 Deliveries wait in a Redis stream (`Keys.webhook_events`) read by the consumer group
 `webhook-workers`: each replica is one consumer, an entry is acknowledged only once
 applied, and entries a stopped replica had taken are claimed by another after a minute,
 so a delivery survives a process that stops. Applying is idempotent (the ledger ignores
-an invoice whose customer did not change), so duplicates, replays and reordering are
+an invoice whose entry did not change), so duplicates, replays and reordering are
 harmless: the record is always fetched as it is now.
+
+Invoice events move customers, invoices and revenue through the ledger. Job and quote
+events recount jobs or quotes from `Result-Total` (one request for every event of a
+batch, since the count is all there is to know).
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from simpro_counter.errors import SimproCounterError
+from simpro_counter.errors import RefreshRunningError, SimproCounterError, SimproDataError
 from simpro_counter.keys import WEBHOOK_GROUP, Keys
-from simpro_counter.refresh import CUSTOMERS
-from simpro_counter.scan import customer_id
+from simpro_counter.metrics import METRICS, InvoiceFold, invoice_metrics
+from simpro_counter.refresh import Refresher, built_on_ledger
 from simpro_counter.settings import SimproConfig
 from simpro_counter.simpro import SimproClient
 from simpro_counter.store.base import Store
@@ -41,6 +45,12 @@ _BLOCK_MS = 150
 _CLAIM_IDLE_SECONDS = 60.0
 # Publishing retries when a full refresh published in between (see `_publish`).
 _PUBLISH_ATTEMPTS = 3
+# A recount waits this long in all for a refresh of the same metric to finish (its
+# request may have been answered before the event), then leaves the entries pending.
+_RECOUNT_WAIT_SECONDS = 10.0
+_RECOUNT_POLL_SECONDS = 0.2
+# Webhook resource -> the metric its events change, for metrics read from Result-Total.
+_RECOUNTED = {m.resource.removesuffix("s"): m.name for m in METRICS.values() if m.uses_result_total}
 
 
 class WebhookWorker:
@@ -51,6 +61,7 @@ class WebhookWorker:
         store: Store,
         ledger: InvoiceLedgerStore,
         simpro: SimproConfig,
+        refresher: Refresher,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         claim_idle: float = _CLAIM_IDLE_SECONDS,
@@ -61,6 +72,8 @@ class WebhookWorker:
         self._store = store
         self._ledger = ledger
         self._simpro = simpro
+        self._refresher = refresher
+        self._fold = InvoiceFold(refresher.invoice_filter)  # parses records; never fed
         self._transport = transport
         self._consumer = f"{socket.gethostname()}-{id(self):x}-{int(time.time())}"
         self._task: asyncio.Task[None] | None = None
@@ -107,15 +120,41 @@ class WebhookWorker:
                     block=_BLOCK_MS,
                 )  # fmt: skip
                 entries = [entry for _, stream_entries in answer or [] for entry in stream_entries]
+            recounts: dict[str, list[str]] = {}
             for entry_id, fields in entries:
-                if await self._apply(client, fields):
+                metric = _RECOUNTED.get(fields.get("resource", ""))
+                if metric is not None and self._ours(fields):
+                    recounts.setdefault(metric, []).append(entry_id)
+                elif await self._apply(client, fields):
                     await self._redis.xack(self._stream, WEBHOOK_GROUP, entry_id)
+            for metric, entry_ids in recounts.items():
+                if await self._recount(metric):
+                    await self._redis.xack(self._stream, WEBHOOK_GROUP, *entry_ids)
+
+    def _ours(self, fields: dict[str, str]) -> bool:
+        return int(fields.get("company", "0")) == self._simpro.company_id
+
+    async def _recount(self, metric: str) -> bool:
+        """Count `metric` again; False to leave its deliveries pending (retried later)."""
+        deadline = time.monotonic() + _RECOUNT_WAIT_SECONDS
+        while True:
+            try:
+                await self._refresher.refresh(metric)
+                self.applied += 1
+                return True
+            except RefreshRunningError:
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(_RECOUNT_POLL_SECONDS)
+            except SimproCounterError as exc:
+                log.warning("Webhook for %s: Simpro failed (%s); will retry", metric, exc)
+                return False
 
     async def _apply(self, client: SimproClient, fields: dict[str, str]) -> bool:
         """Apply one delivery; False to leave it pending (retried later)."""
         if fields.get("resource") != "invoice":
-            return True  # jobs, quotes and customers do not change the customer count
-        if int(fields.get("company", "0")) != self._simpro.company_id:
+            return True  # customer events change no metric: customers count by invoice
+        if not self._ours(fields):
             return True
         invoice_id = int(fields["id"])
         try:
@@ -124,28 +163,35 @@ class WebhookWorker:
             log.warning("Webhook %s %s: Simpro failed (%s); will retry", fields["event"],
                         invoice_id, exc)  # fmt: skip
             return False
-        change = await self._ledger.apply(
-            invoice_id, DELETED if record is None else customer_id(record, invoice_id)
-        )
+        try:
+            entry = None if record is None else self._fold.parse(record, "webhook invoice")[1]
+        except SimproDataError as exc:
+            # Retrying cannot fix Simpro's data: the ledger keeps what it had, and the next
+            # full reconciliation reads the invoice again.
+            log.error("Webhook %s %s not applied: %s", fields["event"], invoice_id, exc)
+            return True
+        change = await self._ledger.apply(invoice_id, DELETED if entry is None else entry)
         self.applied += 1
         log.info("Webhook %s %s applied: %s", fields["event"], invoice_id, change.outcome)
         if change.outcome != "unchanged":
-            await self._publish()
+            for metric in invoice_metrics():
+                await self._publish(metric.name)
         return True
 
-    async def _publish(self) -> None:
-        """Publish the ledger's count, once a full refresh has rebuilt the ledger.
+    async def _publish(self, metric: str) -> None:
+        """Publish the ledger's value of `metric`, once a full refresh has rebuilt the ledger.
 
         The value keeps the fence (and freshness) of the full refresh it builds on, so a
         refresh that started earlier still publishes after it; if a refresh published in
         between, read again and build on that.
         """
         for _ in range(_PUBLISH_ATTEMPTS):
-            current = await self._store.read(CUSTOMERS)
-            if current is None or "ledgerVersion" not in current.details:
+            current = await self._store.read(metric)
+            if current is None or not built_on_ledger(current, self._refresher.invoice_filter):
                 return  # no full scan behind the ledger yet: its counts are partial
             counts = await self._ledger.counts()
             details = {**current.details, "ledgerVersion": counts.version,
                        "lastEventAt": time.time()}  # fmt: skip
-            if await self._store.publish(replace(current, value=counts.customers, details=details)):
+            value = counts.metric_values()[metric]
+            if await self._store.publish(replace(current, value=value, details=details)):
                 return

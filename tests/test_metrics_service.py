@@ -1,0 +1,315 @@
+"""Every metric served like customers, exact against the simulator's truth, kept current."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections import Counter
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from simpro_counter.simulator import Simulator, SimulatorConfig
+from tests.service_fixtures import ADMIN_TOKEN, running_app, service_settings, wait_for_count
+from tests.transports import LateASGITransport
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+SECRET = "test-webhook-secret"
+
+
+def _simulator(**overrides: Any) -> Simulator:
+    values: dict[str, Any] = {"invoices": 900, "customers": 250, "seed": 61, "rate": 0}
+    values.update(overrides)
+    return Simulator(SimulatorConfig(**values))
+
+
+async def _wait_for(
+    client: httpx.AsyncClient, path: str, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    for _ in range(400):
+        body: dict[str, Any] = (await client.get(path)).json()
+        if done(body):
+            return body
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"{path} never got there: {body}")
+
+
+async def _all_values(client: httpx.AsyncClient) -> dict[str, Any]:
+    """Each metric's answer, once every one has its first value."""
+    await wait_for_count(client)
+    answers = {}
+    for metric in ("customers", "invoices", "jobs", "quotes"):
+        answers[metric] = await _wait_for(
+            client, f"/api/simpro/{metric}", lambda b: b["count"] is not None
+        )
+    answers["revenue"] = await _wait_for(
+        client, "/api/simpro/revenue", lambda b: b["total"] is not None
+    )
+    return answers
+
+
+def _period(day: date, interval: str) -> str:
+    if interval == "month":
+        return f"{day.year:04d}-{day.month:02d}"
+    if interval == "quarter":
+        return f"{day.year:04d}-Q{(day.month - 1) // 3 + 1}"
+    return f"{day.year:04d}"
+
+
+def _next_period(period: str, interval: str) -> str:
+    if interval == "month":
+        year, month = map(int, period.split("-"))
+        return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+    if interval == "quarter":
+        year, quarter = int(period[:4]), int(period[-1])
+        return f"{year + quarter // 4:04d}-Q{quarter % 4 + 1}"
+    return f"{int(period) + 1:04d}"
+
+
+def _assert_history_is_the_truth(body: dict[str, Any], simulator: Simulator, interval: str) -> None:
+    """New customers per period equal the simulator's first invoice dates, without gaps."""
+    points = body["history"]
+    expected = Counter(
+        _period(d, interval) for d in simulator.dataset.first_invoice_dates().values()
+    )
+    assert body["interval"] == interval
+    assert {p["period"]: p["new"] for p in points if p["new"]} == dict(expected)
+    assert points[0]["period"] == min(expected)
+    assert points[-1]["period"] == max(expected)
+    running = 0
+    for previous, point in zip([None, *points], points, strict=False):
+        if previous is not None:
+            assert point["period"] == _next_period(previous["period"], interval)  # no gaps
+        running += point["new"]
+        assert point["cumulative"] == running  # so it never goes down
+    assert points[-1]["cumulative"] == simulator.truth().customers == body["total"]
+    assert body["undated"] == 0
+
+
+async def test_every_metric_is_exact_against_the_truth(redis_url: str) -> None:
+    simulator = _simulator()
+    async with running_app(service_settings(redis_url), simulator.transport()) as (_, client):
+        answers = await _all_values(client)
+        truth = simulator.truth()
+        assert answers["customers"]["count"] == truth.customers
+        assert answers["invoices"]["count"] == truth.invoices
+        assert answers["jobs"]["count"] == truth.jobs
+        assert answers["quotes"]["count"] == truth.quotes
+        revenue = answers["revenue"]
+        assert revenue["total"] == str(truth.revenue)  # to the cent, as a string
+        assert Decimal(revenue["total"]).as_tuple().exponent == -2
+        assert revenue["currency"] == "AUD"
+        assert "count" not in revenue
+        for answer in answers.values():
+            assert answer["cached"] is True
+            assert answer["source"] == "redis"
+            assert answer["stale"] is False
+        # The same fast path and cache headers as customers.
+        response = await client.get("/api/simpro/jobs", headers={"Origin": "https://x.example"})
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        etag = response.headers["ETag"]
+        again = await client.get("/api/simpro/jobs", headers={"If-None-Match": etag})
+        assert again.status_code == 304
+
+        # A count Simpro reports in Result-Total costs one request.
+        simulator.stats.reset()
+        simulator.dataset.add_work("jobs")
+        refreshed = await client.post("/api/simpro/jobs/refresh", headers=AUTH)
+        assert refreshed.status_code == 200, refreshed.text
+        assert refreshed.json()["count"] == truth.jobs + 1
+        assert refreshed.json()["requests"] == 1
+        assert simulator.stats.total == 1
+
+        # Refreshing revenue scans once and publishes all three invoice metrics.
+        first = simulator.dataset.uninvoiced_customer_ids()[0]
+        simulator.dataset.add_invoice(customer_id=first, total_ex_tax=Decimal("1000.10"))
+        refreshed = await client.post("/api/simpro/revenue/refresh", headers=AUTH)
+        assert refreshed.status_code == 200, refreshed.text
+        body = refreshed.json()
+        assert body["total"] == str(truth.revenue + Decimal("1000.10"))
+        assert body["currency"] == "AUD"
+        assert (await client.get("/api/simpro/customers")).json()["count"] == truth.customers + 1
+        assert (await client.get("/api/simpro/invoices")).json()["count"] == truth.invoices + 1
+        status = (await client.get("/api/simpro/revenue/refresh")).json()
+        assert status["total"] == body["total"]
+        assert status["isRefreshing"] is False
+        assert status["lastRefresh"]["requests"] >= 1
+
+
+async def test_unknown_metrics_are_404_with_the_known_ones(redis_url: str) -> None:
+    simulator = _simulator(invoices=50)
+    async with running_app(service_settings(redis_url), simulator.transport()) as (_, client):
+        for method, path in (
+            ("GET", "/api/simpro/profit"),
+            ("GET", "/api/simpro/profit/refresh"),
+            ("POST", "/api/simpro/profit/refresh"),
+        ):
+            response = await client.request(method, path, headers=AUTH)
+            assert response.status_code == 404, path
+            assert "customers, invoices, revenue, jobs, quotes" in response.json()["error"]
+
+
+@pytest.mark.parametrize("interval", ["month", "quarter", "year"])
+async def test_history_is_exact_from_the_first_scan(redis_url: str, interval: str) -> None:
+    simulator = _simulator()
+    async with running_app(service_settings(redis_url), simulator.transport()) as (_, client):
+        await wait_for_count(client)
+        response = await client.get(f"/api/simpro/customers/history?interval={interval}")
+        assert response.status_code == 200
+        body = response.json()
+        _assert_history_is_the_truth(body, simulator, interval)
+        # Years of history, not only since installation.
+        assert len({p["period"][:4] for p in body["history"]}) >= 2
+
+        download = await client.get(f"/api/simpro/customers/history?interval={interval}&format=csv")
+        assert download.status_code == 200
+        assert download.headers["content-type"].startswith("text/csv")
+        assert f"customer-growth-by-{interval}.csv" in download.headers["content-disposition"]
+        rows = list(csv.DictReader(io.StringIO(download.text)))
+        assert rows == [
+            {"period": p["period"], "new": str(p["new"]), "cumulative": str(p["cumulative"])}
+            for p in body["history"]
+        ]
+        cached = await client.get(
+            f"/api/simpro/customers/history?interval={interval}",
+            headers={"If-None-Match": response.headers["ETag"]},
+        )
+        assert cached.status_code == 304
+
+
+async def test_history_waits_for_the_first_scan_and_refuses_bad_intervals(
+    redis_url: str,
+) -> None:
+    simulator = _simulator(latency=0.2)
+    async with running_app(service_settings(redis_url), simulator.transport()) as (_, client):
+        early = await client.get("/api/simpro/customers/history")
+        assert early.status_code == 503
+        assert "first full scan" in early.json()["error"]
+        assert early.headers["Retry-After"] == "5"
+        bad = await client.get("/api/simpro/customers/history?interval=week")
+        assert bad.status_code == 422
+        await wait_for_count(client)
+        assert (await client.get("/api/simpro/customers/history")).status_code == 200
+
+
+async def test_webhooks_keep_every_metric_and_the_history_current(redis_url: str) -> None:
+    late = LateASGITransport()
+    simulator = Simulator(
+        SimulatorConfig(
+            invoices=600, customers=250, seed=62, rate=0,
+            webhook_url="http://service/api/simpro/webhooks", webhook_secret=SECRET,
+        ),
+        webhook_transport=late,
+    )  # fmt: skip
+    settings = service_settings(redis_url, webhook_secret=SECRET)
+    async with running_app(settings, simulator.transport()) as (app, client):
+        late.app = app
+        before = await _all_values(client)
+        history_before = (await client.get("/api/simpro/customers/history")).json()
+        simulator.stats.reset()
+        newcomer = simulator.dataset.uninvoiced_customer_ids()[0]
+
+        invoice = simulator.dataset.add_invoice(
+            customer_id=newcomer, total_ex_tax=Decimal("1234.56")
+        )
+        await simulator.webhooks.flush()
+        expected = Decimal(before["revenue"]["total"]) + Decimal("1234.56")
+        await _wait_for(client, "/api/simpro/revenue", lambda b: b["total"] == str(expected))
+        invoices = (await client.get("/api/simpro/invoices")).json()["count"]
+        assert invoices == before["invoices"]["count"] + 1 == simulator.truth().invoices
+        history = (await client.get("/api/simpro/customers/history")).json()
+        _assert_history_is_the_truth(history, simulator, "month")
+        assert history["total"] == history_before["total"] + 1
+
+        simulator.dataset.update_invoice(invoice, total_ex_tax=Decimal("0.01"))  # re-priced
+        await simulator.webhooks.flush()
+        repriced = Decimal(before["revenue"]["total"]) + Decimal("0.01")
+        await _wait_for(client, "/api/simpro/revenue", lambda b: b["total"] == str(repriced))
+
+        simulator.dataset.delete_invoice(invoice)
+        await simulator.webhooks.flush()
+        await _wait_for(
+            client, "/api/simpro/revenue", lambda b: b["total"] == before["revenue"]["total"]
+        )
+        assert (await client.get("/api/simpro/revenue")).json()["total"] == str(
+            simulator.truth().revenue
+        )
+        history = (await client.get("/api/simpro/customers/history")).json()
+        assert history["history"] == history_before["history"]
+
+        simulator.dataset.add_work("jobs")
+        simulator.dataset.add_work("quotes")
+        await simulator.webhooks.flush()
+        truth = simulator.truth()
+        await _wait_for(client, "/api/simpro/jobs", lambda b: b["count"] == truth.jobs)
+        await _wait_for(client, "/api/simpro/quotes", lambda b: b["count"] == truth.quotes)
+    # Three invoice fetches, one count each for jobs and quotes: never a scan.
+    assert simulator.stats.total <= 6
+
+
+async def test_incremental_sync_keeps_revenue_and_history_current(redis_url: str) -> None:
+    simulator = _simulator(seed=63)
+    async with running_app(service_settings(redis_url), simulator.transport()) as (_, client):
+        await _all_values(client)
+        newcomer = simulator.dataset.uninvoiced_customer_ids()[0]
+        simulator.dataset.add_invoice(customer_id=newcomer, total_ex_tax=Decimal("99.99"))
+        simulator.dataset.update_invoice(
+            simulator.dataset.invoice_ids()[0], total_ex_tax=Decimal("12.34")
+        )
+        await asyncio.sleep(1.1)  # If-Modified-Since has whole seconds
+        simulator.stats.reset()
+        synced = await client.post("/api/simpro/revenue/refresh?mode=incremental", headers=AUTH)
+        assert synced.status_code == 200, synced.text
+        assert synced.json()["total"] == str(simulator.truth().revenue)
+        assert synced.json()["lastSync"]["changed"] >= 2
+        assert simulator.stats.total <= 2
+        counted = (await client.get("/api/simpro/invoices")).json()["count"]
+        assert counted == simulator.truth().invoices
+        history = (await client.get("/api/simpro/customers/history?interval=quarter")).json()
+        _assert_history_is_the_truth(history, simulator, "quarter")
+
+
+async def test_configured_invoice_stages_and_types_decide_what_counts(redis_url: str) -> None:
+    simulator = _simulator(seed=64)
+    settings = service_settings(
+        redis_url, invoice_stages="Approved", invoice_types="TaxInvoice, ProgressInvoice"
+    )
+    async with running_app(settings, simulator.transport()) as (_, client):
+        answers = await _all_values(client)
+    dataset = simulator.dataset
+    counted = [
+        dataset.invoice(i)
+        for i in dataset.invoice_ids()
+        if dataset.invoice(i).stage == "Approved"
+        and dataset.invoice(i).type in ("TaxInvoice", "ProgressInvoice")
+    ]
+    assert 0 < len(counted) < simulator.truth().invoices  # the filter does leave some out
+    assert answers["invoices"]["count"] == len(counted)
+    assert answers["customers"]["count"] == len(
+        {i.customer_id for i in counted if i.customer_id is not None}
+    )
+    cents = sum(i.ex_tax for i in counted)
+    assert answers["revenue"]["total"] == str(Decimal(cents).scaleb(-2).quantize(Decimal("0.01")))
+
+
+async def test_prometheus_exports_every_metric(redis_url: str) -> None:
+    simulator = _simulator(invoices=300)
+    async with running_app(service_settings(redis_url), simulator.transport()) as (_, client):
+        answers = await _all_values(client)
+        text = (await client.get("/metrics")).text
+    truth = simulator.truth()
+    for metric, value in (
+        ("customers", truth.customers),
+        ("invoices", truth.invoices),
+        ("jobs", truth.jobs),
+        ("quotes", truth.quotes),
+    ):
+        assert f'simpro_counter_value{{metric="{metric}"}} {float(value)}' in text
+    revenue = float(Decimal(answers["revenue"]["total"]))
+    assert f'simpro_counter_value{{metric="revenue"}} {revenue}' in text
+    assert 'simpro_counter_value_age_seconds{metric="quotes"}' in text
