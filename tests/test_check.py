@@ -75,8 +75,14 @@ async def test_a_healthy_deployment_passes_every_check_with_the_token(
     assert _failures(results) == []
     assert not any(result.skipped for result in results)
     names = _by_name(results)
-    assert len(names) == 13
+    assert len(names) == 18
     assert names[BACKGROUND].detail.startswith(("202", "409"))
+    sim_truth = simulator.simulator.truth()
+    assert names["GET /api/simpro/jobs"].detail == f"{sim_truth.jobs:,} jobs from redis"
+    assert names["GET /api/simpro/revenue"].detail == f"{sim_truth.revenue} AUD from redis"
+    assert names["GET /api/simpro/customers/history"].detail.endswith(
+        f"{sim_truth.customers:,} customers; CSV too"
+    )
     assert names["GET /readyz"].detail == "ready: redis ok, simpro ok (storage redis)"
     truth = simulator.simulator.truth().customers
     assert names[FOREGROUND].detail.startswith(f"count {truth:,} from 1,500 invoices")
@@ -130,7 +136,7 @@ def test_a_wrong_token_fails_with_exit_code_1(service: ServiceProcess, tmp_path:
     assert code == 1, output
     assert "✗ POST /api/simpro/customers/refresh?background=true: 401" in output
     assert "✗ POST /api/simpro/customers/refresh: 401" in output
-    assert "11 passed, 2 failed" in output
+    assert "16 passed, 2 failed" in output
     assert wrong not in output
 
 
@@ -179,7 +185,7 @@ async def test_a_failing_simpro_is_reported_until_a_refresh_succeeds_again(
 async def test_nothing_listening_fails_every_check_cleanly() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     results = await run_checks(url, TOKEN, wait=2)
-    assert len(results) == 13
+    assert len(results) == 18
     assert all(not result.ok and result.detail for result in results)
     assert _by_name(results)["GET /healthz"].detail.startswith(f"cannot connect to {url}")
     assert all("Traceback" not in result.detail for result in results)

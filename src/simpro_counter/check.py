@@ -8,6 +8,7 @@ reason, never with a traceback. The admin token is sent but never printed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,10 @@ from rich.text import Text
 
 CUSTOMERS = "/api/simpro/customers"
 REFRESH = "/api/simpro/customers/refresh"
+HISTORY = "/api/simpro/customers/history"
+# The metrics besides customers; revenue answers `total` and `currency` for `count`.
+OTHER_METRICS = ("invoices", "revenue", "jobs", "quotes")
+MONEY_METRICS = frozenset({"revenue"})
 STORAGES = ("redis", "memory")
 # The page origin the CORS check pretends to be (CORS_ORIGINS defaults to every site).
 CORS_ORIGIN = "https://example.com"
@@ -79,6 +84,14 @@ def _is_epoch_ms(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 100_000_000_000
 
 
+def _is_decimal_string(value: object) -> bool:
+    """A money amount as JSON must be a string such as "1234.50": a number could be a float."""
+    if not isinstance(value, str):
+        return False
+    whole, _, cents = value.removeprefix("-").partition(".")
+    return whole.isdigit() and len(cents) == 2 and cents.isdigit()
+
+
 def _or_null(check: Validator) -> Validator:
     return lambda value: value is None or check(value)
 
@@ -94,6 +107,9 @@ _KINDS: dict[str, Validator] = {
     "int epoch ms": _is_epoch_ms,
     "int epoch ms or null": _or_null(_is_epoch_ms),
     '"redis" or "memory"': lambda value: value in STORAGES,
+    "decimal string": _is_decimal_string,
+    "ISO 4217 code": lambda value: isinstance(value, str) and len(value) == 3 and value.isupper(),
+    "list": lambda value: isinstance(value, list),
 }
 
 
@@ -131,6 +147,12 @@ STATUS_FIELDS = {
     "isRefreshing": "bool",
     "storage": '"redis" or "memory"',
 }
+MONEY_FIELDS = {
+    **{k: v for k, v in COUNT_FIELDS.items() if k != "count"},
+    "total": "decimal string",
+    "currency": "ISO 4217 code",
+}
+HISTORY_FIELDS = {"interval": "str", "history": "list", "total": "int", "undated": "int"}
 INIT_FIELDS = {"success": "bool", "message": "str", "timestamp": "ISO string"}
 REFRESHED_FIELDS = {
     "success": "bool",
@@ -258,6 +280,50 @@ class _Checker:
             f"count {body['count']:,} from {body['source']} "
             f"(age {body['cacheAge']} s{stale}){waited}"
         )
+
+    async def other_metric(self, metric: str) -> str:
+        path = f"/api/simpro/{metric}"
+        field = "total" if metric in MONEY_METRICS else "count"
+        deadline = time.monotonic() + self.wait
+        while True:
+            response = await self.request("GET", path)
+            body = _json(response, 200)
+            if field not in body:
+                raise _CheckError(f"field {field}: missing")
+            if body[field] is not None:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _CheckError(f"{field} still null after {self.wait:.0f} s")
+            retry_after = response.headers.get("Retry-After", "1")
+            await asyncio.sleep(min(_retry_after_seconds(retry_after), remaining))
+        _require_fields(body, MONEY_FIELDS if metric in MONEY_METRICS else COUNT_FIELDS)
+        if metric in MONEY_METRICS:
+            return f"{body['total']} {body['currency']} from {body['source']}"
+        return f"{body['count']:,} {metric} from {body['source']}"
+
+    async def history(self) -> str:
+        response = await self.request("GET", f"{HISTORY}?interval=month")
+        body = _json(response, 200)
+        _require_fields(body, HISTORY_FIELDS)
+        points = body["history"]
+        running = 0
+        for point in points:
+            running += point["new"]
+            if point["cumulative"] != running:
+                raise _CheckError(
+                    f"period {point['period']}: cumulative {point['cumulative']} is not the "
+                    f"sum of new customers so far ({running})"
+                )
+        if running != body["total"]:
+            raise _CheckError(f"total {body['total']} is not the sum of new customers {running}")
+        csv_answer = await self.request("GET", f"{HISTORY}?interval=month&format=csv")
+        if csv_answer.status_code != 200 or not csv_answer.headers.get(
+            "content-type", ""
+        ).startswith("text/csv"):
+            raise _CheckError(f"format=csv: expected 200 text/csv, got {_status(csv_answer)}")
+        first = points[0]["period"] if points else "none"
+        return f"{len(points)} months from {first}, {body['total']:,} customers; CSV too"
 
     async def cache_headers(self) -> str:
         response = self.count_response
@@ -512,6 +578,11 @@ async def run_checks(
     checker = _Checker(client, base_url, token, wait, origin)
     await checker.run("GET /healthz", checker.healthz)
     await checker.run(f"GET {CUSTOMERS}", checker.count)
+    for metric in OTHER_METRICS:
+        await checker.run(
+            f"GET /api/simpro/{metric}", functools.partial(checker.other_metric, metric)
+        )
+    await checker.run(f"GET {HISTORY}", checker.history)
     await checker.run("Cache headers", checker.cache_headers)
     await checker.run("If-None-Match → 304", checker.revalidate)
     await checker.run("CORS", checker.cors)
