@@ -234,6 +234,8 @@ def test_money_is_exact_and_rounded_to_cents() -> None:
         ({"ID": 7, "Customer": None, "Total": {"ExTax": "abc"}}, "Total.ExTax is 'abc'"),
         ({"ID": 7, "Customer": None, "Total": {"ExTax": True}}, "Total.ExTax is True"),
         ({"ID": 7, "Customer": None, "Total": {"ExTax": float("nan")}}, "not a finite number"),
+        ({"ID": 7, "Customer": None, "Total": {"ExTax": 1e17}}, "beyond any real invoice"),
+        ({"ID": 7, "Customer": None, "Total": {"ExTax": "-1e13"}}, "beyond any real invoice"),
         ({"ID": 7, "Total": {"ExTax": 1}}, "invoice 7 has no Customer field"),
         ({"ID": 7, "Customer": 5, "Total": {"ExTax": 1}}, "Customer is 5, not an object"),
         ({"ID": 7, "Customer": {}, "Total": {"ExTax": 1}}, "Customer.ID is missing"),

