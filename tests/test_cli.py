@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,11 +149,17 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
         env = _env(SIMPRO_BASE_URL=sim, SIMPRO_API_KEY="demo-key", DATA_DIR=".simpro-counter/demo")
         result = _run(["refresh", "--json"], env, tmp_path)
         assert result.returncode == 0, result.stderr
-        assert "running service" in json.loads(result.stdout)["redis"]
+        report = json.loads(result.stdout)
+        assert "running service" in report["redis"]
+        truth = httpx.get(f"{sim}/__truth").json()
+        assert (report["count"], report["invoices"]) == (truth["customers"], truth["invoices"])
+        assert (report["revenue"], report["currency"]) == (truth["revenue"], "AUD")
 
-        status = _run(["status", "--url", base], _env(), tmp_path)
+        status = _run(["status", "--url", base], _env(COLUMNS="160"), tmp_path)
         assert status.returncode == 0, status.stderr
-        assert f"{truth['customers']:,}" in status.stdout
+        for metric in ("customers", "invoices", "jobs", "quotes"):
+            assert re.search(rf"{metric}\s+{truth[metric]:,}\s", status.stdout), status.stdout
+        assert f"{truth['revenue']} AUD" in status.stdout
     finally:
         stop_process(demo, signal.SIGINT, timeout=20)
     assert demo.returncode == 0

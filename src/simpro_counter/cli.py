@@ -315,24 +315,37 @@ def status(
         "http://127.0.0.1:8000"
     ),
 ) -> None:
-    """Show the cached value and refresh status of a running service."""
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/api/simpro/customers/refresh", timeout=10)
-        response.raise_for_status()
-        body = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        err_console.print(f"[red]Error:[/] could not read {url}: {exc}", soft_wrap=True)
-        raise typer.Exit(1) from None
-    table = Table(show_header=False, box=None, pad_edge=False)
-    count = body.get("count")
-    table.add_row("[bold]Customers", "[yellow]not computed yet" if count is None else f"{count:,}")
-    table.add_row("Last updated", str(body.get("lastUpdated")))
-    table.add_row("Stale", str(body.get("stale")))
-    table.add_row("Next refresh", str(body.get("nextRefresh")))
-    table.add_row("Refreshing now", str(body.get("isRefreshing")))
-    table.add_row("Storage", str(body.get("storage")))
-    table.add_row("Last error", str(body.get("lastError") or "none"))
+    """Show every metric's cached value and refresh status on a running service."""
+    from simpro_counter.metrics import METRICS
+
+    base = url.rstrip("/")
+    table = Table(box=None, pad_edge=False)
+    for column in ("Metric", "Value", "Last updated", "Stale", "Refreshing", "Last error"):
+        table.add_column(column)
+    for metric in METRICS:
+        try:
+            response = httpx.get(f"{base}/api/simpro/{metric}/refresh", timeout=10)
+            response.raise_for_status()
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            err_console.print(f"[red]Error:[/] could not read {url}: {exc}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        if "total" in body:
+            total = body["total"]
+            shown = "[yellow]not computed yet" if total is None else f"{total} {body['currency']}"
+        else:
+            count = body.get("count")
+            shown = "[yellow]not computed yet" if count is None else f"{count:,}"
+        table.add_row(
+            f"[bold]{metric}",
+            shown,
+            str(body.get("lastUpdated")),
+            str(body.get("stale")),
+            str(body.get("isRefreshing")),
+            str(body.get("lastError") or "none"),
+        )
     console.print(table)
+    console.print(f"Storage: {body.get('storage')}")
 
 
 @app.command()
@@ -383,9 +396,7 @@ def webhooks_register(
         str | None,
         typer.Option(help="Signing secret (default: WEBHOOK_SECRET, else a new one, printed)."),
     ] = None,
-    events: Annotated[
-        str, typer.Option(help="Comma-separated events.")
-    ] = ",".join(COUNTED_EVENTS),
+    events: Annotated[str, typer.Option(help="Comma-separated events.")] = ",".join(COUNTED_EVENTS),
     name: Annotated[str, typer.Option(help="Name of the subscription in Simpro.")] = (
         "simpro-counter"
     ),
