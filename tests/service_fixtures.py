@@ -20,9 +20,12 @@ import httpx
 from fastapi import FastAPI
 
 from simpro_counter.settings import Settings
+from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.web import create_app
+from tests.transports import LateASGITransport
 
 ADMIN_TOKEN = "test-admin-token"
+WEBHOOK_SECRET = "test-webhook-secret"
 
 
 def service_settings(redis_url: str | None, **overrides: Any) -> Settings:
@@ -39,6 +42,24 @@ def service_settings(redis_url: str | None, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def webhook_simulator(
+    redis_url: str, *, invoices: int, customers: int, seed: int, **overrides: Any
+) -> tuple[Simulator, LateASGITransport, Settings]:
+    """A simulator that delivers signed webhooks to a service in-process, and its settings.
+
+    Deliveries go through the returned transport: set its `app` to the running app.
+    """
+    late = LateASGITransport()
+    simulator = Simulator(
+        SimulatorConfig(
+            invoices=invoices, customers=customers, seed=seed, rate=0,
+            webhook_url="http://service/api/simpro/webhooks", webhook_secret=WEBHOOK_SECRET,
+        ),
+        webhook_transport=late,
+    )  # fmt: skip
+    return simulator, late, service_settings(redis_url, webhook_secret=WEBHOOK_SECRET, **overrides)
 
 
 @asynccontextmanager

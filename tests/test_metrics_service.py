@@ -15,11 +15,15 @@ import httpx
 import pytest
 
 from simpro_counter.simulator import Simulator, SimulatorConfig
-from tests.service_fixtures import ADMIN_TOKEN, running_app, service_settings, wait_for_count
-from tests.transports import LateASGITransport
+from tests.service_fixtures import (
+    ADMIN_TOKEN,
+    running_app,
+    service_settings,
+    wait_for_count,
+    webhook_simulator,
+)
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-SECRET = "test-webhook-secret"
 
 
 def _simulator(**overrides: Any) -> Simulator:
@@ -198,15 +202,7 @@ async def test_history_waits_for_the_first_scan_and_refuses_bad_intervals(
 
 
 async def test_webhooks_keep_every_metric_and_the_history_current(redis_url: str) -> None:
-    late = LateASGITransport()
-    simulator = Simulator(
-        SimulatorConfig(
-            invoices=600, customers=250, seed=62, rate=0,
-            webhook_url="http://service/api/simpro/webhooks", webhook_secret=SECRET,
-        ),
-        webhook_transport=late,
-    )  # fmt: skip
-    settings = service_settings(redis_url, webhook_secret=SECRET)
+    simulator, late, settings = webhook_simulator(redis_url, invoices=600, customers=250, seed=62)
     async with running_app(settings, simulator.transport()) as (app, client):
         late.app = app
         before = await _all_values(client)
@@ -335,16 +331,8 @@ class _CorruptRecord(httpx.AsyncBaseTransport):
 async def test_a_malformed_invoice_in_a_webhook_changes_nothing_and_blocks_nothing(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    late = LateASGITransport()
-    simulator = Simulator(
-        SimulatorConfig(
-            invoices=300, customers=150, seed=65, rate=0,
-            webhook_url="http://service/api/simpro/webhooks", webhook_secret=SECRET,
-        ),
-        webhook_transport=late,
-    )  # fmt: skip
+    simulator, late, settings = webhook_simulator(redis_url, invoices=300, customers=150, seed=65)
     corrupt = _CorruptRecord(simulator.transport())
-    settings = service_settings(redis_url, webhook_secret=SECRET)
     async with running_app(settings, corrupt) as (app, client):
         late.app = app
         before = await _all_values(client)

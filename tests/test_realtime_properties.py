@@ -11,12 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simpro_counter.keys import WEBHOOK_GROUP, Keys
-from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.web.runtime import Runtime
-from tests.service_fixtures import ADMIN_TOKEN, running_app, service_settings, wait_for_count
-from tests.transports import LateASGITransport
+from tests.service_fixtures import (
+    ADMIN_TOKEN,
+    running_app,
+    wait_for_count,
+    webhook_simulator,
+)
 
-SECRET = "property-webhook-secret"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 OPERATIONS = st.lists(
@@ -67,15 +69,7 @@ def test_the_count_follows_every_change(
 
 
 async def _scenario(redis_url: str, operations: list[tuple[str, Any]], seed: int) -> None:
-    late = LateASGITransport()
-    simulator = Simulator(
-        SimulatorConfig(
-            invoices=150, customers=60, seed=seed, rate=0,
-            webhook_url="http://service/api/simpro/webhooks", webhook_secret=SECRET,
-        ),
-        webhook_transport=late,
-    )  # fmt: skip
-    settings_ = service_settings(redis_url, webhook_secret=SECRET)
+    simulator, late, settings_ = webhook_simulator(redis_url, invoices=150, customers=60, seed=seed)
     async with running_app(settings_, simulator.transport()) as (app, client):
         late.app = app
         runtime: Runtime = app.state.runtime

@@ -8,10 +8,13 @@ from typing import Any
 import httpx
 
 from simpro_counter.simulator import Simulator, SimulatorConfig
-from tests.service_fixtures import running_app, service_settings, wait_for_count
-from tests.transports import LateASGITransport
-
-SECRET = "test-webhook-secret"
+from tests.service_fixtures import (
+    WEBHOOK_SECRET,
+    running_app,
+    service_settings,
+    wait_for_count,
+    webhook_simulator,
+)
 
 
 async def _count_becomes(client: httpx.AsyncClient, expected: int) -> dict[str, Any]:
@@ -24,15 +27,7 @@ async def _count_becomes(client: httpx.AsyncClient, expected: int) -> dict[str, 
 
 
 async def test_created_moved_and_deleted_invoices_move_the_count(redis_url: str) -> None:
-    late = LateASGITransport()
-    simulator = Simulator(
-        SimulatorConfig(
-            invoices=500, customers=200, seed=31, rate=0,
-            webhook_url="http://service/api/simpro/webhooks", webhook_secret=SECRET,
-        ),
-        webhook_transport=late,
-    )  # fmt: skip
-    settings = service_settings(redis_url, webhook_secret=SECRET)
+    simulator, late, settings = webhook_simulator(redis_url, invoices=500, customers=200, seed=31)
     async with running_app(settings, simulator.transport()) as (app, client):
         late.app = app
         before = await wait_for_count(client)
@@ -63,15 +58,7 @@ async def test_created_moved_and_deleted_invoices_move_the_count(redis_url: str)
 async def test_an_event_applied_by_one_replica_is_seen_by_the_other_within_100_ms(
     redis_url: str,
 ) -> None:
-    late = LateASGITransport()
-    simulator = Simulator(
-        SimulatorConfig(
-            invoices=300, customers=150, seed=32, rate=0,
-            webhook_url="http://service/api/simpro/webhooks", webhook_secret=SECRET,
-        ),
-        webhook_transport=late,
-    )  # fmt: skip
-    settings = service_settings(redis_url, webhook_secret=SECRET)
+    simulator, late, settings = webhook_simulator(redis_url, invoices=300, customers=150, seed=32)
     async with (
         running_app(settings, simulator.transport()) as (app_a, client_a),
         running_app(settings, simulator.transport()) as (_, client_b),
@@ -103,7 +90,7 @@ async def test_a_delivery_taken_by_a_stopped_replica_is_applied_by_another(
     redis_url: str,
 ) -> None:
     simulator = Simulator(SimulatorConfig(invoices=300, customers=150, seed=33, rate=0))
-    settings = service_settings(redis_url, webhook_secret=SECRET, webhook_claim_idle=0.3)
+    settings = service_settings(redis_url, webhook_secret=WEBHOOK_SECRET, webhook_claim_idle=0.3)
     stream = f"{settings.key_prefix}:webhook_events"
     async with running_app(settings, simulator.transport()) as (app, client):
         before = await wait_for_count(client)

@@ -278,19 +278,16 @@ class Refresher:
         finished = self._clock()
         self.telemetry.refresh_duration.labels(group, mode).observe(finished - started)
         entry = {"mode": mode, **computed.report, "count": computed.values[group]}
-        for name in fences:
-            own = status if name == group else await self.store.read_status(name)
-            await self.store.write_status(
-                replace(
-                    own or RefreshStatus(name),
-                    last_started_at=started,
-                    last_finished_at=finished,
-                    last_success_at=finished,
-                    last_error=None,
-                    last_error_at=None,
-                    last_report=entry,
-                )
-            )
+        await self._write_statuses(
+            group,
+            status,
+            last_started_at=started,
+            last_finished_at=finished,
+            last_success_at=finished,
+            last_error=None,
+            last_error_at=None,
+            last_report=entry,
+        )
         await self.store.push_history(
             {"metric": group, "finishedAt": finished, "ok": True, **entry}
         )
@@ -414,22 +411,26 @@ class Refresher:
             log.warning("Invoice ledger not rebuilt (%s): publishing the scan's count", exc)
             return None
 
+    async def _write_statuses(self, group: str, status: RefreshStatus, **changes: Any) -> None:
+        """Record the refresh in the status of every metric of the group (each one's
+        `GET /api/simpro/{metric}/refresh` shows it); `status` is the group's own."""
+        for name in group_members(group):
+            own = status if name == group else await self.store.read_status(name)
+            await self.store.write_status(replace(own or RefreshStatus(name), **changes))
+
     async def _failed(
         self, metric: str, status: RefreshStatus, started: float, exc: Exception
     ) -> None:
         finished = self._clock()
         self.telemetry.refresh_duration.labels(metric, "error").observe(finished - started)
-        for name in group_members(metric):
-            own = status if name == metric else await self.store.read_status(name)
-            await self.store.write_status(
-                replace(
-                    own or RefreshStatus(name),
-                    last_started_at=started,
-                    last_finished_at=finished,
-                    last_error=str(exc),
-                    last_error_at=finished,
-                )
-            )
+        await self._write_statuses(
+            metric,
+            status,
+            last_started_at=started,
+            last_finished_at=finished,
+            last_error=str(exc),
+            last_error_at=finished,
+        )
         await self.store.push_history(
             {"metric": metric, "finishedAt": finished, "ok": False, "error": str(exc)}
         )
