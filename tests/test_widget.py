@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,23 @@ def _shown(page: Page, element_id: str) -> Locator:
     return page.locator(f"#{element_id} #v")
 
 
+def _truth(simulator: RunningSimulator) -> dict[str, Any]:
+    """The simulator's ground truth, over HTTP (`GET /__truth`) like any client reads it."""
+    truth: dict[str, Any] = httpx.get(f"{simulator.url}/__truth", timeout=10).json()
+    return truth
+
+
+def _money(amount: Decimal, locale: str) -> str:
+    """An AUD amount as Intl.NumberFormat writes it, built here digit by digit."""
+    digits = f"{amount:,.2f}"  # exact for a Decimal: no float on the way
+    if locale == "en-US":
+        return f"A${digits}"
+    if locale == "en-AU":
+        return f"${digits}"
+    assert locale == "de-DE"
+    return digits.translate(str.maketrans(",.", ".,")) + "\u00a0AU$"
+
+
 def test_the_widget_script_is_small_cacheable_and_compressed(service: ServiceProcess) -> None:
     plain = httpx.get(f"{service.url}/widget.js", headers={"Accept-Encoding": "identity"})
     assert plain.status_code == 200
@@ -375,10 +393,10 @@ def test_the_number_stays_while_the_service_is_down_and_updates_when_it_is_back(
     assert page.evaluate("records.c.texts").count("—") == 1  # no placeholder after the value
 
 
-def test_the_demo_homepage_shows_the_widget_with_the_truth(
+def test_the_demo_homepage_shows_the_four_counters_with_the_truth(
     page: Page, service: ServiceProcess, simulator: RunningSimulator
 ) -> None:
-    truth = simulator.simulator.truth().customers
+    truth = _truth(simulator)
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     page.set_viewport_size({"width": 1280, "height": 800})
@@ -386,8 +404,22 @@ def test_the_demo_homepage_shows_the_widget_with_the_truth(
 
     expect(page).to_have_title("Acme Electrical · Licensed electricians, Brisbane")
     counter = page.locator("simpro-counter").first
-    expect(counter.locator("#v")).to_have_text(f"{truth:,}+")
+    expect(counter.locator("#v")).to_have_text(f"{truth['customers']:,}+")
     expect(counter.get_by_role("status")).to_have_attribute("aria-busy", "false")
+    # The row of more counters, each from its own metric, en-AU as the page.
+    expected = {
+        "jobs": ("Jobs taken on", f"{truth['jobs']:,}"),
+        "quotes": ("Free quotes written", f"{truth['quotes']:,}"),
+        "revenue": ("Invoiced for our clients", _money(Decimal(truth["revenue"]), "en-AU")),
+    }
+    for metric, (label, text) in expected.items():
+        other = page.locator(f"simpro-counter[metric={metric}]")
+        expect(other.locator("#v")).to_have_text(text, timeout=20_000)
+        expect(other.locator("[part=label]")).to_have_text(label)
+        expect(other.get_by_role("status")).to_have_attribute("aria-busy", "false")
+    assert page.locator("simpro-counter").count() == 4
+    for metric in ("customers", *expected):
+        assert f"{service.url}/api/simpro/{metric}" in requested
     expect(page.locator(".origin").first).to_have_text(service.url)  # the embed snippet
     # Everything from the service itself: no CDN, no web font, no tracker.
     assert requested
@@ -395,6 +427,80 @@ def test_the_demo_homepage_shows_the_widget_with_the_truth(
 
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(DOCS_IMAGES / "homepage.png"))
+
+
+def test_the_widget_with_metric_jobs_shows_the_jobs_and_follows_a_new_one(
+    page: Page, service: ServiceProcess, simulator: RunningSimulator, site: Site
+) -> None:
+    truth = _truth(simulator)
+    jobs = truth["jobs"]
+    assert jobs >= 1000  # so that the separator shows
+    assert jobs != truth["customers"]  # not the default metric's number by chance
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    body = """
+<simpro-counter id="jobs" metric="jobs" label="Jobs taken on" locale="en-US" refresh-interval="1">
+</simpro-counter>
+<simpro-counter id="jobs-de" metric="jobs" label="Aufträge" locale="de-DE"></simpro-counter>"""
+    page.goto(site.add("jobs.html", _page(service.url, body)))
+
+    expect(_shown(page, "jobs")).to_have_text(f"{jobs:,}", timeout=20_000)
+    expect(_shown(page, "jobs-de")).to_have_text(f"{jobs:,}".replace(",", "."))
+    records = _records(page, "jobs")
+    assert records["texts"][0] == "—"  # the same placeholder and count-up as customers
+    assert records["busy"][0] == "true"
+    assert set(records["texts"]) - {"—", f"{jobs:,}"}, "no count-up animation"
+
+    # A new job in Simpro; the service counts it on a refresh; the polling widget follows.
+    created = httpx.post(f"{simulator.url}/__jobs", json={}, timeout=10)
+    assert created.status_code == 201, created.text
+    assert _truth(simulator)["jobs"] == jobs + 1
+    refreshed = httpx.post(
+        f"{service.url}/api/simpro/jobs/refresh",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    assert refreshed.json()["count"] == jobs + 1, refreshed.text
+    expect(_shown(page, "jobs")).to_have_text(f"{jobs + 1:,}", timeout=10_000)
+    status = page.locator("#jobs").get_by_role("status")
+    assert status.aria_snapshot() == f"- status: {jobs + 1:,} Jobs taken on"
+    # Without refresh-interval the other asked once and keeps what it showed.
+    expect(_shown(page, "jobs-de")).to_have_text(f"{jobs:,}".replace(",", "."))
+
+    counter_requests = [url for url in requested if "/api/simpro/" in url]
+    assert set(counter_requests) == {f"{service.url}/api/simpro/jobs"}
+    assert len(counter_requests) >= 3  # two first reads, then the polls
+
+
+def test_the_widget_with_metric_revenue_shows_the_exact_total_as_currency(
+    page: Page, service: ServiceProcess, simulator: RunningSimulator, site: Site
+) -> None:
+    total = Decimal(_truth(simulator)["revenue"])
+    assert total >= 1_000_000
+    assert total != total.to_integral_value()  # there are cents to show
+    answer = httpx.get(f"{service.url}/api/simpro/revenue", timeout=10).json()
+    assert (answer["total"], answer["currency"]) == (str(total), "AUD")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    body = """
+<simpro-counter id="us" metric="revenue" label="Invoiced" locale="en-US" currency="AUD"
+   digits="7"></simpro-counter>
+<simpro-counter id="de" metric="revenue" label="Umsatz" locale="de-DE"></simpro-counter>"""
+    page.goto(site.add("revenue-metric.html", _page(service.url, body)))
+
+    expect(_shown(page, "us")).to_have_text(_money(total, "en-US"), timeout=20_000)
+    expect(_shown(page, "de")).to_have_text(_money(total, "de-DE"))
+    records = _records(page, "us")
+    assert records["texts"][0] == "—"
+    assert records["texts"][-1] == _money(total, "en-US")
+    assert len(set(records["texts"])) > 2, "no count-up animation"
+    assert records["boxes"][0] == records["boxes"][-1]  # `digits` + `currency`: no shift
+    status = page.locator("#de").get_by_role("status")
+    spoken = _money(total, "de-DE").replace("\u00a0", " ")  # the snapshot normalises spaces
+    assert status.aria_snapshot() == f"- status: {spoken} Umsatz"
+    assert {url for url in requested if "/api/simpro/" in url} == {
+        f"{service.url}/api/simpro/revenue"
+    }
 
 
 def test_it_works_and_is_styled_under_a_strict_content_security_policy(
@@ -427,16 +533,20 @@ def test_an_answer_in_money_is_formatted_as_currency(
     # The revenue metric's contract (`total` as a decimal string, and `currency`), read from
     # a file through `src`: any URL that answers the contract works.
     site.add("revenue.json", '{"total": "1234567.89", "currency": "AUD", "cached": true}')
+    # More digits than a float holds: shown exactly all the same (no float on the way).
+    site.add("huge.json", '{"total": "90071992547409.93", "currency": "AUD"}')
     body = """
 <simpro-counter id="aud" src="/revenue.json" label="Invoiced" locale="en-AU" digits="7"
    currency="AUD">
 </simpro-counter>
 <simpro-counter id="compact" src="/revenue.json" label="Umsatz" locale="de-DE" notation="compact">
-</simpro-counter>"""
+</simpro-counter>
+<simpro-counter id="huge" src="/huge.json" locale="en-AU"></simpro-counter>"""
     page.emulate_media(reduced_motion="reduce")
     page.goto(site.add("revenue.html", _page(service.url, body)))
-    expect(_shown(page, "aud")).to_have_text("$1,234,568")
+    expect(_shown(page, "aud")).to_have_text("$1,234,567.89")  # to the cent
     expect(_shown(page, "compact")).to_have_text("1,2\u00a0Mio.\u00a0AU$")
+    expect(_shown(page, "huge")).to_have_text("$90,071,992,547,409.93")
     boxes = _records(page, "aud")["boxes"]
     assert boxes[0] == boxes[-1]  # `digits` and `currency` reserved the room
 

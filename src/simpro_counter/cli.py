@@ -265,7 +265,8 @@ def demo(
             f"[bold]simpro-counter demo[/]\n"
             f"  Homepage    {base}/\n"
             f"  Admin       {base}/admin (token below)\n"
-            f"  Counter     {base}/api/simpro/customers\n"
+            f"  Counter     {base}/api/simpro/customers (also invoices, revenue, jobs, quotes)\n"
+            f"  Growth      {base}/api/simpro/customers/history?interval=month\n"
             f"  Status      {base}/api/simpro/customers/refresh\n"
             f"  API docs    {base}/docs\n"
             f"  Simulator   {running.url} ({invoices:,} invoices, {fault_rate:.0%} faults; "
@@ -274,7 +275,8 @@ def demo(
             f"{base}/api/simpro/customers/refresh\n"
             f"  Check       simpro-counter check --url {base} --token {token}\n"
             + (
-                f"  Live        a new invoice every {activity:g} s, delivered as a signed webhook\n"
+                f"  Live        a new invoice every {activity:g} s (and a job every third), "
+                "as signed webhooks\n"
                 if activity > 0
                 else ""
             )
@@ -286,7 +288,8 @@ def demo(
 
 @contextmanager
 def _business_activity(simulator: Simulator, *, every: float) -> Iterator[None]:
-    """New invoices now and then (some from new customers), so the demo's count moves."""
+    """New invoices now and then (some from new customers), and a new job every third
+    time, so the demo's counters move."""
     if every <= 0:
         yield
         return
@@ -294,11 +297,15 @@ def _business_activity(simulator: Simulator, *, every: float) -> Iterator[None]:
 
     def work() -> None:
         rng = random.Random(7)
+        ticks = 0
         while not stop.wait(every):
+            ticks += 1
             new = simulator.dataset.uninvoiced_customer_ids()
             simulator.dataset.add_invoice(
                 customer_id=rng.choice(new) if new and rng.random() < 0.7 else None
             )
+            if ticks % 3 == 0:
+                simulator.dataset.add_work("jobs")
 
     thread = threading.Thread(target=work, name="demo activity", daemon=True)
     thread.start()

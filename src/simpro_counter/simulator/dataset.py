@@ -99,9 +99,7 @@ class Dataset:
             first: dict[int, date] = {}
             for invoice in self._invoices.values():
                 owner = invoice.customer_id
-                if owner is not None and (
-                    owner not in first or invoice.date_issued < first[owner]
-                ):
+                if owner is not None and (owner not in first or invoice.date_issued < first[owner]):
                     first[owner] = invoice.date_issued
             return first
 

@@ -60,7 +60,7 @@ clip:rect(0 0 0 0);white-space:nowrap}`;
   class SimproCounter extends HTMLElement {
     // Everything but the attributes is private: frameworks that set properties (React 19 does
     // when `name in element`) must not land on the element's state or methods.
-    #value = null; // the number shown; kept through errors
+    #value = null; // the value shown, kept through errors: a count, or a `total` string
     #currency = null; // from answers with `total` + `currency` (revenue)
     #failures = 0;
     #live = false;
@@ -120,13 +120,9 @@ clip:rect(0 0 0 0);white-space:nowrap}`;
       // The answer's currency; the attribute's until then, to reserve room for the symbol.
       const currency = this.#currency || this.#attr("currency");
       if (currency) {
+        // The currency's own decimals: cents for AUD ("compact" rounds by itself).
         options.style = "currency";
         options.currency = currency;
-        // Whole units read better in a headline ("compact" rounds by itself). Both bounds,
-        // or browsers throw for currencies with cents.
-        if (notation === "standard") {
-          options.minimumFractionDigits = options.maximumFractionDigits = 0;
-        }
       }
       // The page's language when no locale is given: a German page gets "1.234".
       const lang = this.#attr("locale") || (this.closest("[lang]") || {}).lang || undefined;
@@ -136,6 +132,9 @@ clip:rect(0 0 0 0);white-space:nowrap}`;
       } catch (_) { // an unknown locale, notation or currency must not break the page
         formatter = new Intl.NumberFormat();
       }
+      // A decimal string (`total`) is formatted exactly, to the cent, however large: format()
+      // takes strings as decimals (older browsers convert them to a Number, which is exact
+      // to the cent below 10^13).
       return formatter.format(n) + this.#attr("suffix");
     }
 
@@ -182,11 +181,12 @@ clip:rect(0 0 0 0);white-space:nowrap}`;
         const retryAfter = parseFloat(response.headers.get("Retry-After"));
         if (!response.ok) throw retryAfter;
         const body = await response.json();
-        // Counters answer `count`; money answers `total` as a decimal string + `currency`.
-        const total = body.total == null ? null : Number(body.total);
+        // Counters answer `count`; money answers `total` as a decimal string + `currency`,
+        // kept as the string: it is shown exactly, the Number only drives the count-up.
+        const total = body.total == null ? null : String(body.total).trim();
         const n = typeof body.count === "number" ? body.count : total;
-        if (n === null || !isFinite(n)) {
-          wait = Math.max(retryAfter || 0, this.#backoff()); // still being computed
+        if (n === null || n === "" || !isFinite(n)) {
+          wait = Math.max(retryAfter || 0, this.#backoff()); // null: still being computed
         } else {
           this.#failures = 0;
           this.#currency = total === null ? null : body.currency || null;
@@ -219,11 +219,13 @@ clip:rect(0 0 0 0);white-space:nowrap}`;
       this.#render(); // reserves the final width before any frame is painted
       if (from === n || reducedMotion.matches) return;
       const start = performance.now();
-      const base = from === null ? 0 : from;
+      const base = from === null ? 0 : +from;
       const step = (now) => {
         const t = Math.min(1, (now - start) / DURATION);
         const eased = 1 - (1 - t) ** 3; // ease-out: fast first, settling on the value
-        this.#el("#v").textContent = this.#format(t < 1 ? Math.round(base + (n - base) * eased) : n);
+        // Money counts up in cents (the formatter rounds), counts in whole numbers.
+        const x = base + (n - base) * eased;
+        this.#el("#v").textContent = this.#format(t < 1 ? (this.#currency ? x : Math.round(x)) : n);
         this.#frame = t < 1 ? requestAnimationFrame(step) : 0;
       };
       step(start);
