@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from simpro_counter.metrics import METRICS
 from simpro_counter.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from simpro_counter.store import EmbeddedRedis
 from tests.browser_fixtures import ARTIFACTS
 from tests.service_fixtures import ADMIN_TOKEN, ServiceProcess, service_process, wait_until_counted
 
-DOCS_IMAGE = Path(__file__).resolve().parent.parent / "docs" / "images" / "dashboard.png"
+DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+DOCS_IMAGE = DOCS_IMAGES / "dashboard.png"
+GROWTH_IMAGE = DOCS_IMAGES / "admin-growth.png"
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,26 @@ def deployment(
         }
         with service_process(env, tmp_path_factory.mktemp("admin")) as service:
             wait_until_counted(service.url)
+            _wait_for_every_metric(service.url)
             yield Deployment(sim, service)
+
+
+def _wait_for_every_metric(url: str, within: float = 30.0) -> None:
+    """The start-up refreshes of jobs and quotes too, so the history stops moving."""
+    deadline = time.monotonic() + within
+    for metric in METRICS:
+        while True:
+            status = httpx.get(f"{url}/api/simpro/{metric}/refresh", timeout=2).json()
+            if status["lastUpdated"] is not None and not status["isRefreshing"]:
+                break
+            assert time.monotonic() < deadline, f"no value for {metric}: {status}"
+            time.sleep(0.1)
+
+
+def _history_length(url: str, interval: str) -> int:
+    response = httpx.get(f"{url}/api/simpro/customers/history?interval={interval}", timeout=5)
+    assert response.status_code == 200, response.text
+    return len(response.json()["history"])
 
 
 def _sign_in(page: Page, url: str, token: str) -> None:
@@ -125,3 +149,81 @@ def test_sign_out_ends_the_session(page: Page, deployment: Deployment) -> None:
     expect(page.get_by_label("Admin token")).to_be_visible()
     assert page.context.cookies() == []
     assert page.evaluate("fetch('/admin/api/state').then(r => r.status)") == 401
+
+
+def test_every_metric_has_a_card_and_the_growth_chart_follows_the_interval(
+    page: Page, deployment: Deployment
+) -> None:
+    url = deployment.service.url
+    truth = deployment.sim.simulator.truth()
+    page.set_viewport_size({"width": 1200, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    _sign_in(page, url, ADMIN_TOKEN)
+
+    cards = page.locator("article.metric")
+    expect(cards).to_have_count(len(METRICS))
+    assert [cards.nth(i).get_attribute("data-metric") for i in range(5)] == list(METRICS)
+    expected = {
+        "customers": (str(truth.customers), f"{truth.customers:,}", ""),
+        "invoices": (str(truth.invoices), f"{truth.invoices:,}", ""),
+        "revenue": (str(truth.revenue), f"{truth.revenue:,}", "AUD"),
+        "jobs": (str(truth.jobs), f"{truth.jobs:,}", ""),
+        "quotes": (str(truth.quotes), f"{truth.quotes:,}", ""),
+    }
+    for metric, (exact, shown, unit) in expected.items():
+        card = page.locator(f'article.metric[data-metric="{metric}"]')
+        value = card.locator('[data-field="value"]')
+        expect(value).to_have_attribute("data-value", exact)
+        expect(value).to_have_text(shown)
+        expect(card.locator('[data-field="unit"]')).to_have_text(unit)
+        expect(card.locator('[data-field="state"]')).to_have_text("fresh")
+        expect(card.locator('[data-field="description"]')).to_have_text(METRICS[metric].description)
+        expect(card.get_by_role("button", name="Refresh now")).to_be_enabled()
+    assert "." in expected["revenue"][1]  # to the cent
+    revenue = page.locator('article.metric[data-metric="revenue"]')
+    expect(revenue.locator('[data-field="group"]')).to_have_text(
+        "in one scan with Unique customers and Invoices"
+    )
+    jobs = page.locator('article.metric[data-metric="jobs"]')
+    expect(jobs.locator('[data-field="group"]')).to_have_text("on its own")
+    expect(jobs.locator('[data-field="scan"]')).to_have_text(re.compile(r"^1 request · 0 retries$"))
+
+    months = _history_length(url, "month")
+    quarters = _history_length(url, "quarter")
+    assert months > quarters > 1
+    chart = page.locator("#growth-chart")
+    svg = chart.locator("svg")
+    expect(svg).to_be_visible()
+    expect(chart).to_have_attribute("data-interval", "month")
+    expect(svg.locator("rect.new-bar")).to_have_count(months)
+    expect(svg).to_have_attribute("role", "img")
+    expect(svg).to_have_attribute(
+        "aria-label", re.compile(f"{truth.customers:,} customers in total")
+    )
+    # admin.css colours the chart: the bars take the page's palette, not the file's fallback.
+    assert svg.locator("rect.new-bar").first.evaluate("e => getComputedStyle(e).fill") == (
+        "rgb(15, 143, 126)"
+    )
+    assert svg.evaluate("e => e.getBoundingClientRect().width") > 800
+    csv = page.get_by_role("link", name="Download CSV")
+    expect(csv).to_have_attribute("href", "/api/simpro/customers/history?interval=month&format=csv")
+
+    page.get_by_role("button", name="Quarter").click()
+    expect(chart).to_have_attribute("data-interval", "quarter")
+    expect(svg.locator("rect.new-bar")).to_have_count(quarters)
+    expect(page.get_by_role("button", name="Quarter")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("button", name="Month")).to_have_attribute("aria-pressed", "false")
+    expect(csv).to_have_attribute(
+        "href", "/api/simpro/customers/history?interval=quarter&format=csv"
+    )
+    first_title = svg.locator("g.period title").first.text_content() or ""
+    assert re.fullmatch(r"\d{4}-Q[1-4]: [\d,]+ new, [\d,]+ in total", first_title)
+    expect(page.locator("#growth-status")).to_have_text(re.compile("^Customer growth by quarter"))
+
+    GROWTH_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+    page.locator("#growth").scroll_into_view_if_needed()
+    page.mouse.move(0, 0)  # no period highlighted under the pointer
+    page.locator("#growth").screenshot(path=str(GROWTH_IMAGE))
+    assert problems == []

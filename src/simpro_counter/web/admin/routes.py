@@ -1,4 +1,5 @@
-"""The admin's endpoints: the page, login and logout, its JSON state, the refresh button."""
+"""The admin's endpoints: the page, login and logout, its JSON state, the refresh button,
+the growth chart."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from simpro_counter.errors import StoreError
+from simpro_counter.growth import HistoryUnavailableError
+from simpro_counter.metrics import Interval
 from simpro_counter.refresh import CUSTOMERS
 from simpro_counter.web.admin import pages
+from simpro_counter.web.admin.chart import growth_svg
 from simpro_counter.web.admin.guard import (
     COOKIE,
     CSRF_FIELD,
@@ -29,6 +33,7 @@ from simpro_counter.web.admin.guard import (
 from simpro_counter.web.admin.session import Session, token_matches
 from simpro_counter.web.admin.state import METRIC_NAMES, dashboard_state
 from simpro_counter.web.http import json_response, runtime_of
+from simpro_counter.web.reads import RETRY_AFTER_SECONDS
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 log = logging.getLogger("simpro_counter.admin")
@@ -38,6 +43,7 @@ FAILED_LOGIN_DELAY = 0.3
 _FORM_LIMIT = 4096
 _DISABLED = "The admin is disabled: set ADMIN_TOKEN on the server to enable it"
 _CROSS_SITE = "Refused: the request did not come from this site's admin page"
+_INTERVALS: dict[str, Interval] = {"month": "month", "quarter": "quarter", "year": "year"}
 
 
 @router.get("")
@@ -110,6 +116,30 @@ async def state(request: Request) -> Response:
         return _json(await dashboard_state(runtime_of(request)))
     except StoreError as exc:  # Redis answered but refused; being down is handled below it
         return _json({"error": str(exc)}, 503)
+
+
+@router.get("/api/growth.svg")
+async def growth_chart(request: Request) -> Response:
+    """The customer growth chart (see chart.py) for `interval` = month, quarter or year."""
+    context = context_of(request)
+    if context is None:
+        return _json({"error": _DISABLED}, 403)
+    if session_of(request, context) is None:
+        return _json({"error": "Not signed in: sign in at /admin"}, 401)
+    interval = request.query_params.get("interval", "month")
+    if interval not in _INTERVALS:
+        return _json({"error": "interval must be month, quarter or year"}, 400)
+    runtime = runtime_of(request)
+    try:
+        current = await runtime.store.read(CUSTOMERS)
+        ready = current is not None and runtime.refresher.built_on_ledger(current)
+        growth = await runtime.growth.history(_INTERVALS[interval], ready=ready)
+    except (HistoryUnavailableError, StoreError) as exc:
+        response = _json({"error": str(exc)}, 503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    svg = growth_svg(growth.points, growth.interval, undated=growth.undated)
+    return secured(Response(svg, media_type="image/svg+xml; charset=utf-8"))
 
 
 @router.post("/api/refresh")

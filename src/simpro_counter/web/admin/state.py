@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from simpro_counter.refresh import CUSTOMERS
+from simpro_counter.metrics import METRICS as REGISTRY
+from simpro_counter.metrics import MetricDefinition, format_value, refresh_group
 from simpro_counter.store.values import MetricValue, RefreshStatus
 from simpro_counter.web.http import iso
 from simpro_counter.web.runtime import Runtime
@@ -17,11 +18,33 @@ class MetricInfo:
     name: str
     label: str
     description: str
+    unit: str
+    """What the value counts ("customers", "jobs" …); money is in the value's currency."""
+    money: bool
+    """A sum of amounts (revenue): shown with two decimals and its currency."""
+    group: str
+    """The metric whose refresh computes this one (customers for invoices and revenue)."""
 
 
-# The dashboard draws one card per entry: a new metric needs only a line here (and a
-# refresher that knows how to compute it).
-METRICS = (MetricInfo(CUSTOMERS, "Unique customers", "Customers with at least one invoice, ever"),)
+# Labels read better than the registry's names for these; any other metric is shown
+# under its name, capitalised.
+_LABELS = {"customers": "Unique customers"}
+
+
+def _info(definition: MetricDefinition) -> MetricInfo:
+    return MetricInfo(
+        name=definition.name,
+        label=_LABELS.get(definition.name, definition.name.capitalize()),
+        description=definition.description,
+        unit=definition.unit,
+        money=definition.kind == "sum",
+        group=refresh_group(definition.name),
+    )
+
+
+# One card per metric of the registry, in its order: a metric added there (with a
+# refresher that computes it) gets a card and a working "Refresh now" by itself.
+METRICS = tuple(_info(definition) for definition in REGISTRY.values())
 METRIC_NAMES = frozenset(info.name for info in METRICS)
 
 # The fields of a history entry the dashboard shows (the scan cursor, for one, is not).
@@ -33,6 +56,14 @@ async def dashboard_state(runtime: Runtime) -> dict[str, Any]:
     now = time.time()
     store = runtime.store
     history = await store.history()
+    # Read once per refresh group, so that the cards of one group agree with each other.
+    groups = {
+        group: _Group(
+            refreshing=await runtime.refresher.is_refreshing(group),
+            status=await store.read_status(group),
+        )
+        for group in dict.fromkeys(info.group for info in METRICS)
+    }
     return {
         "now": iso(now),
         "storage": store.storage,
@@ -42,23 +73,43 @@ async def dashboard_state(runtime: Runtime) -> dict[str, Any]:
             "healthy": store.redis_healthy,
             "lastError": store.last_redis_error,
         },
-        "metrics": [await _metric(runtime, info, history, now) for info in METRICS],
+        "metrics": [await _metric(runtime, info, groups, history, now) for info in METRICS],
         "history": [_history_row(entry) for entry in history],
     }
 
 
+@dataclass(frozen=True)
+class _Group:
+    refreshing: bool
+    """A refresh of the group runs, here or on another replica."""
+    status: RefreshStatus | None
+    """The group's own status: it knows when a running refresh started (the other
+    members' statuses are written when it finishes)."""
+
+
 async def _metric(
-    runtime: Runtime, info: MetricInfo, history: list[dict[str, Any]], now: float
+    runtime: Runtime,
+    info: MetricInfo,
+    groups: dict[str, _Group],
+    history: list[dict[str, Any]],
+    now: float,
 ) -> dict[str, Any]:
     value = await runtime.store.read(info.name)
-    status = await runtime.store.read_status(info.name)
-    refreshing = await runtime.refresher.is_refreshing(info.name)
+    group = groups[info.group]
+    status = group.status if info.group == info.name else await runtime.store.read_status(info.name)
+    refreshing = group.refreshing
+    currency = _currency(runtime, info, value)
     return {
         "metric": info.name,
         "label": info.label,
         "description": info.description,
         "state": _state(value, refreshing, now),
+        # The stored integer: cents for money. `display` is the exact decimal text.
         "value": value.value if value else None,
+        "display": format_value(info.name, value.value) if value else None,
+        "unit": currency or info.unit,
+        "currency": currency,
+        "refreshGroup": info.group,
         "computedAt": iso(value.computed_at) if value else None,
         "age": int(value.age(now)) if value else None,
         "stale": value.is_stale(now) if value else None,
@@ -66,11 +117,20 @@ async def _metric(
         # When the value turns stale; the scheduler starts a refresh at its next check.
         "nextRefresh": iso(value.expires_at()) if value else None,
         "isRefreshing": refreshing,
-        "refreshingSince": _running_since(status) if refreshing else None,
+        "refreshingSince": _running_since(group.status) if refreshing else None,
         "lastRefresh": _last_refresh(status),
-        "lastError": _last_error(info.name, status, history),
+        "lastError": _last_error(info.group, status, history),
         "storage": runtime.store.storage,
     }
+
+
+def _currency(runtime: Runtime, info: MetricInfo, value: MetricValue | None) -> str | None:
+    """The currency of a money metric (the one its value was computed in); None otherwise."""
+    if not info.money:
+        return None
+    if value is not None and "currency" in value.details:
+        return str(value.details["currency"])
+    return runtime.settings.currency
 
 
 def _state(value: MetricValue | None, refreshing: bool, now: float) -> str:
@@ -113,14 +173,14 @@ def _last_refresh(status: RefreshStatus | None) -> dict[str, Any] | None:
 
 
 def _last_error(
-    metric: str, status: RefreshStatus | None, history: list[dict[str, Any]]
+    group: str, status: RefreshStatus | None, history: list[dict[str, Any]]
 ) -> dict[str, Any] | None:
-    """The current error, else the latest failure still in the history."""
+    """The current error, else the latest failure of the metric's group in the history."""
     if status is not None and status.last_error is not None:
         at = status.last_error_at
         return {"message": status.last_error, "at": iso(at) if at else None, "current": True}
     for entry in history:  # newest first
-        if entry.get("metric") == metric and not entry.get("ok", True):
+        if entry.get("metric") == group and not entry.get("ok", True):
             at = entry.get("finishedAt")
             return {
                 "message": str(entry.get("error") or "unknown error"),

@@ -1,7 +1,9 @@
 // The admin dashboard: polls /admin/api/state (every second while a refresh runs, every
 // few seconds otherwise) and draws it. Served as a file because the page's
 // Content-Security-Policy allows no inline script. Text from the server (error messages
-// come from Simpro) is only ever set with textContent, never parsed as HTML.
+// come from Simpro) is only ever set with textContent, never parsed as HTML. The growth
+// chart is an SVG drawn by the service (/admin/api/growth.svg), parsed as XML and placed
+// in the page so that admin.css colours it and its <title>s show as tooltips.
 "use strict";
 
 (() => {
@@ -15,6 +17,8 @@
 
   const now = () => Date.now() + skewMs;
   const number = (n) => (n === null || n === undefined ? "—" : Number(n).toLocaleString("en-US"));
+  // "1234567.50" -> "1,234,567.50" on the exact text: amounts never go through a float.
+  const grouped = (text) => text.replace(/^(-?)(\d+)/, (_, sign, digits) => sign + digits.replace(/\B(?=(\d{3})+$)/g, ","));
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "—";
@@ -85,8 +89,10 @@
     const labels = { fresh: "fresh", stale: "stale", refreshing: "refreshing", empty: "no value yet" };
     pill(el.querySelector('[data-field="state"]'), metric.state, labels[metric.state] || metric.state);
 
-    const value = set(el, "value", number(metric.value));
-    value.dataset.value = metric.value === null ? "" : String(metric.value);
+    // `display` is the exact value as text ("1234", "1234.50"); `value` counts cents for money.
+    const value = set(el, "value", metric.display === null ? "—" : grouped(metric.display));
+    value.dataset.value = metric.display === null ? "" : metric.display;
+    set(el, "unit", metric.currency || "");
 
     if (metric.computedAt) {
       set(el, "age", duration(since(metric.computedAt)), `computed ${metric.computedAt}`);
@@ -111,11 +117,18 @@
     if (last) {
       set(el, "lastRefresh", `${last.ok ? "succeeded" : "failed"} ${clock(last.finishedAt)} in ${took(last.duration)}`)
         .className = last.ok ? "" : "bad";
+      // A count read from Result-Total has no pages or invoices: only what it has is shown.
+      const figures = [
+        [last.pages, "page", "pages"],
+        [last.requests, "request", "requests"],
+        [last.retries, "retry", "retries"],
+        [last.totalInvoices, "invoice", "invoices"],
+      ].filter(([n]) => n !== null && n !== undefined);
       set(
         el,
         "scan",
-        last.ok
-          ? `${number(last.pages)} pages · ${number(last.requests)} requests · ${number(last.retries)} retries · ${number(last.totalInvoices)} invoices`
+        last.ok && figures.length
+          ? figures.map(([n, one, many]) => `${number(n)} ${n === 1 ? one : many}`).join(" · ")
           : "—",
       );
     } else {
@@ -131,6 +144,14 @@
     );
     errorEl.className = error && error.current ? "bad" : "";
     set(el, "storage", metric.storage === "redis" ? "Redis" : "memory (Redis unreachable)");
+    const together = state.metrics.filter((m) => m.refreshGroup === metric.refreshGroup);
+    set(
+      el,
+      "group",
+      together.length > 1
+        ? `in one scan with ${together.filter((m) => m !== metric).map((m) => m.label).join(" and ")}`
+        : "on its own",
+    );
 
     if (el.dataset.wasRefreshing === "1" && !metric.isRefreshing) {
       set(el, "message", last && last.ok ? "Refresh finished." : "Refresh failed: see the last error.");
@@ -195,6 +216,86 @@
 
   const refreshing = () => Boolean(state && state.metrics.some((m) => m.isRefreshing));
 
+  // -- the growth chart --------------------------------------------------------------
+
+  const growth = { interval: "month", drawnFor: null, request: 0 };
+
+  function chartStatus(text) {
+    document.getElementById("growth-status").textContent = text;
+  }
+
+  async function loadChart() {
+    const request = ++growth.request; // a later request (another interval) wins
+    const interval = growth.interval;
+    const chart = document.getElementById("growth-chart");
+    chart.setAttribute("aria-busy", "true");
+    try {
+      const response = await fetch(`/admin/api/growth.svg?interval=${interval}`, {
+        cache: "no-store",
+        credentials: "same-origin",
+      });
+      if (response.status === 401) {
+        window.location.reload();
+        return;
+      }
+      if (request !== growth.request) return;
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({}));
+        if (request !== growth.request) return;
+        growth.drawnFor = null; // try again at the next poll
+        chart.dataset.state = "unavailable";
+        chartStatus(body.error || `The chart is not available (the service answered ${response.status}).`);
+        return;
+      }
+      const text = await response.text();
+      if (request !== growth.request) return;
+      const doc = new DOMParser().parseFromString(text, "image/svg+xml");
+      const svg = doc.documentElement;
+      if (svg.localName !== "svg" || doc.getElementsByTagName("parsererror").length) {
+        throw new Error("the answer is not an SVG");
+      }
+      chart.replaceChildren(document.importNode(svg, true));
+      chart.dataset.interval = interval;
+      const periods = Number(svg.getAttribute("data-periods"));
+      chart.dataset.state = periods ? "ready" : "empty";
+      chartStatus(periods ? svg.getAttribute("aria-label") : "No customer has a dated invoice yet.");
+    } catch (error) {
+      if (request !== growth.request) return;
+      growth.drawnFor = null;
+      chart.dataset.state = "unavailable";
+      chartStatus(`Could not load the chart (${error.message}); trying again.`);
+    } finally {
+      if (request === growth.request) chart.removeAttribute("aria-busy");
+    }
+  }
+
+  // The history moves with the customers value: the chart is drawn again when it changes.
+  function chartFollows() {
+    const customers = state.metrics.find((m) => m.metric === "customers");
+    if (!customers || customers.display === null) {
+      chartStatus("The chart appears when the first full scan has finished.");
+      return;
+    }
+    const key = `${customers.display}|${customers.computedAt}`;
+    if (key === growth.drawnFor) return;
+    growth.drawnFor = key;
+    loadChart();
+  }
+
+  function chooseInterval(interval) {
+    growth.interval = interval;
+    for (const button of document.querySelectorAll("#growth [data-interval]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.interval === interval));
+    }
+    document.getElementById("growth-csv").href =
+      `/api/simpro/customers/history?interval=${interval}&format=csv`;
+    loadChart();
+  }
+
+  for (const button of document.querySelectorAll("#growth [data-interval]")) {
+    button.addEventListener("click", () => chooseInterval(button.dataset.interval));
+  }
+
   function banner(text) {
     const el = document.getElementById("banner");
     el.textContent = text || "";
@@ -217,6 +318,7 @@
       skewMs = Date.parse(state.now) - sentAt;
       draw();
       drawHistory(state.history);
+      chartFollows();
       banner("");
     } catch (error) {
       banner(`Could not read the state (${error.message}); trying again.`);
