@@ -143,6 +143,10 @@ async def test_every_metric_is_exact_against_the_truth(redis_url: str) -> None:
         assert status["total"] == body["total"]
         assert status["isRefreshing"] is False
         assert status["lastRefresh"]["requests"] >= 1
+        assert status["lastRefresh"]["total"] == body["total"]  # its own value, not customers'
+        assert "count" not in status["lastRefresh"]
+        invoices_status = (await client.get("/api/simpro/invoices/refresh")).json()
+        assert invoices_status["lastRefresh"]["count"] == truth.invoices + 1
 
 
 async def test_unknown_metrics_are_404_with_the_known_ones(redis_url: str) -> None:

@@ -75,3 +75,40 @@ async def _idle(*runtimes: Runtime) -> None:
             return
         await asyncio.sleep(0.025)
     raise AssertionError("a refresh kept running")
+
+
+async def test_a_value_from_before_the_upgrade_or_another_filter_gets_one_full_scan(
+    redis_url: str,
+) -> None:
+    simulator = Simulator(SimulatorConfig(invoices=600, customers=120, seed=14, rate=0))
+    async with running_app(service_settings(redis_url), simulator.transport()) as (app, client):
+        await wait_for_count(client)
+        runtime: Runtime = app.state.runtime
+        await _idle(runtime)
+        value = await runtime.store.read(CUSTOMERS)
+        assert value is not None
+        # Fresh, but left by the previous version: no filter recorded, no ledger format.
+        details = {
+            k: v for k, v in value.details.items() if k not in ("invoiceFilter", "ledgerFormat")
+        }
+        assert await runtime.store.publish(replace(value, details=details, fence=value.fence + 1))
+        assert await runtime.scheduler.check_once() == ["customers"]
+        for _ in range(200):
+            rebuilt = await runtime.store.read(CUSTOMERS)
+            if rebuilt is not None and runtime.refresher.built_on_ledger(rebuilt):
+                break
+            await asyncio.sleep(0.05)
+        assert rebuilt is not None
+        assert runtime.refresher.built_on_ledger(rebuilt)
+        revenue = await runtime.store.read("revenue")
+        assert revenue is not None
+        assert revenue.value == simulator.truth().revenue * 100
+        await _idle(runtime)
+
+        # A scan whose ledger rebuild failed (Redis was down) records the filter it ran
+        # under: it is not scanned again and again.
+        failed_rebuild = {k: v for k, v in rebuilt.details.items() if k != "ledgerFormat"}
+        assert await runtime.store.publish(
+            replace(rebuilt, details=failed_rebuild, fence=rebuilt.fence + 1)
+        )
+        assert await runtime.scheduler.check_once() == []

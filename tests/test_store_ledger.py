@@ -518,3 +518,19 @@ async def test_an_amount_no_counter_can_hold_is_refused_before_anything_is_writt
         await ledger.rebuild([(1, (5, 100, None)), (2, (6, -(2**63), None))])
     assert await ledger.counts() == before
     assert (await ledger.apply(2, (6, 7, None))).outcome == "created"  # nothing was left half-done
+
+
+async def test_a_format_1_journal_entry_is_skipped_by_the_replay_not_fatal(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A replica of the previous version still journals `version:invoice:customer`."""
+    ledger = InvoiceLedgerStore(redis_client)
+    before_scan = await ledger.version()
+    await ledger.apply(1, (1, 100, D1))
+    old_replica_version = await redis_client.incr("simpro:ledger:version")
+    await redis_client.rpush("simpro:ledger:journal", f"{old_replica_version}:2:7")
+    await ledger.apply(3, (3, 300, D3))
+    result = await ledger.rebuild([(9, (9, 900, D2))], journal_from=before_scan)
+    assert result.replayed == 2  # invoices 1 and 3; the format-1 entry is left out
+    assert await ledger.entries() == {1: (1, 100, D1), 3: (3, 300, D3), 9: (9, 900, D2)}
+    assert result.counts[:3] == (3, 3, 1300)

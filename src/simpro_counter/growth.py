@@ -60,6 +60,9 @@ class CustomerGrowth:
     def __init__(self, ledger: InvoiceLedgerStore) -> None:
         self._ledger = ledger
         self._cached: FirstDates | None = None
+        # Points per interval of the cached first dates (grouping 14k customers into
+        # periods costs ~2.5 ms: not per request).
+        self._points: dict[Interval, tuple[FirstDates, list[HistoryPoint]]] = {}
         self._lock = asyncio.Lock()
 
     async def history(self, interval: Interval, *, ready: bool) -> GrowthHistory:
@@ -69,9 +72,13 @@ class CustomerGrowth:
         built on it); before that the ledger is partial and nothing is answered.
         """
         first = await self._first_dates(ready=ready)
+        cached = self._points.get(interval)
+        if cached is None or cached[0] is not first:
+            cached = (first, growth_history(first.dates, interval))
+            self._points[interval] = cached
         return GrowthHistory(
             interval=interval,
-            points=growth_history(first.dates, interval),
+            points=cached[1],
             version=first.version,
             computed_at=first.computed_at,
             undated=first.customers - len(first.dates),
@@ -90,9 +97,11 @@ class CustomerGrowth:
                 if cached is not None and cached.version == version:
                     return cached
                 started = time.monotonic()
-                counts = await self._ledger.counts()
-                dates = await self._ledger.first_invoice_dates()
-                self._cached = FirstDates(dates, version, time.time(), counts.customers)
+                growth = await self._ledger.customer_growth()
+                self._cached = FirstDates(
+                    growth.first_dates, version, time.time(), growth.customers
+                )
+                dates = growth.first_dates
                 log.info(
                     "Growth history read from the ledger (version %s): %s customers in %.0f ms",
                     version,

@@ -24,7 +24,14 @@ from redis.exceptions import RedisError
 
 from simpro_counter.errors import RefreshRunningError, SimproCounterError, StoreError
 from simpro_counter.keys import LOCK_TTL_SECONDS
-from simpro_counter.metrics import INVOICE_GROUP, METRICS, InvoiceFilter, InvoiceFold, refresh_group
+from simpro_counter.metrics import (
+    INVOICE_GROUP,
+    METRICS,
+    InvoiceFilter,
+    InvoiceFold,
+    format_value,
+    refresh_group,
+)
 from simpro_counter.scan import ScanObserver, ScanReport, scan_invoices
 from simpro_counter.settings import Settings, SimproConfig, simpro_config
 from simpro_counter.simpro import SimproClient
@@ -137,6 +144,17 @@ class Refresher:
 
     def built_on_ledger(self, value: MetricValue) -> bool:
         return built_on_ledger(value, self.invoice_filter)
+
+    def computed_under_other_rules(self, value: MetricValue) -> bool:
+        """True for an invoice metric's value from a scan under another invoice filter,
+        or from a version before the filter and ledger format 2 existed.
+
+        Every full scan records its filter, even one whose ledger rebuild failed (Redis
+        down), so this never asks for scan after scan: only for one under the new rules.
+        """
+        if refresh_group(value.metric) != INVOICE_GROUP:
+            return False
+        return value.details.get("invoiceFilter") != self.invoice_filter.describe()
 
     def running_here(self, metric: str = CUSTOMERS) -> bool:
         task = self._running.get(refresh_group(metric))
@@ -277,16 +295,22 @@ class Refresher:
                 published[name] = await self.store.read(name) or value
         finished = self._clock()
         self.telemetry.refresh_duration.labels(group, mode).observe(finished - started)
-        entry = {"mode": mode, **computed.report, "count": computed.values[group]}
+        # Each metric's report carries its own value (the scan report's `count` is customers').
+        report = {k: v for k, v in computed.report.items() if k != "count"}
+        entries = {
+            name: {"mode": mode, **report, **_reported_value(name, computed.values[name])}
+            for name in fences
+        }
+        entry = entries[group]
         await self._write_statuses(
             group,
             status,
+            entries,
             last_started_at=started,
             last_finished_at=finished,
             last_success_at=finished,
             last_error=None,
             last_error_at=None,
-            last_report=entry,
         )
         await self.store.push_history(
             {"metric": group, "finishedAt": finished, "ok": True, **entry}
@@ -411,12 +435,26 @@ class Refresher:
             log.warning("Invoice ledger not rebuilt (%s): publishing the scan's count", exc)
             return None
 
-    async def _write_statuses(self, group: str, status: RefreshStatus, **changes: Any) -> None:
+    async def _write_statuses(
+        self,
+        group: str,
+        status: RefreshStatus,
+        reports: dict[str, dict[str, Any]] | None = None,
+        **changes: Any,
+    ) -> None:
         """Record the refresh in the status of every metric of the group (each one's
-        `GET /api/simpro/{metric}/refresh` shows it); `status` is the group's own."""
+        `GET /api/simpro/{metric}/refresh` shows it), with each metric's own report
+        when given; `status` is the group's own."""
         for name in group_members(group):
-            own = status if name == group else await self.store.read_status(name)
-            await self.store.write_status(replace(own or RefreshStatus(name), **changes))
+            own = replace(
+                status
+                if name == group
+                else await self.store.read_status(name) or RefreshStatus(name),
+                **changes,
+            )
+            if reports is not None:
+                own = replace(own, last_report=reports[name])
+            await self.store.write_status(own)
 
     async def _failed(
         self, metric: str, status: RefreshStatus, started: float, exc: Exception
@@ -426,6 +464,7 @@ class Refresher:
         await self._write_statuses(
             metric,
             status,
+            None,
             last_started_at=started,
             last_finished_at=finished,
             last_error=str(exc),
@@ -435,6 +474,13 @@ class Refresher:
             {"metric": metric, "finishedAt": finished, "ok": False, "error": str(exc)}
         )
         log.error("Refresh of %s failed, the previous value is kept: %s", metric, exc)
+
+
+def _reported_value(metric: str, stored: int) -> dict[str, Any]:
+    """The value as refresh reports show it: `count`, or `total` as a decimal string."""
+    if METRICS[metric].decimals:
+        return {"total": format_value(metric, stored)}
+    return {"count": stored}
 
 
 def group_members(group: str) -> tuple[str, ...]:

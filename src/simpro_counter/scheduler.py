@@ -40,7 +40,10 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
 
     async def check_once(self) -> list[str]:
-        """Start a background refresh of every metric that is missing or stale.
+        """Start a background refresh of every metric that is missing, stale, or computed
+        under another invoice filter or ledger format (after an upgrade or a change of
+        INVOICE_TYPES / INVOICE_STAGES: the ledger must be rebuilt before webhooks and
+        syncs can keep the invoice metrics current).
 
         Returns the metrics it started (here; another replica may win the lock).
         """
@@ -48,14 +51,21 @@ class Scheduler:
         for metric in self._metrics:
             value = await self._store.read(metric)
             now = self._clock()
-            due = value is None or value.is_stale(now)
+            outdated = value is not None and self._refresher.computed_under_other_rules(value)
+            due = value is None or value.is_stale(now) or outdated
             if due and not await self._refresher.is_refreshing(metric):
                 mode: RefreshMode = "full"
                 if value is not None and self._refresher.can_sync(value):
                     last_full = float(value.details.get("fullScanAt", value.computed_at))
                     if now - last_full < self._full_every:
                         mode = "incremental"  # what changed since the last sync only
-                reason = "no value yet" if value is None else "value is stale"
+                reason = (
+                    "no value yet"
+                    if value is None
+                    else "computed under another invoice filter or ledger format"
+                    if outdated
+                    else "value is stale"
+                )
                 log.info("Refreshing %s (%s): %s", metric, mode, reason)
                 if self._refresher.start_background(metric, mode=mode):
                     started.append(metric)

@@ -101,6 +101,13 @@ class LedgerCounts(NamedTuple):
         }
 
 
+class CustomerDates(NamedTuple):
+    first_dates: dict[int, date]
+    """Customer -> date of its earliest dated invoice."""
+    customers: int
+    """Customers with at least one invoice, dated or not."""
+
+
 @dataclass(frozen=True)
 class LedgerChange:
     """What `apply()` did and the counts right after it."""
@@ -253,7 +260,9 @@ redis.call('SET', KEYS[5], ARGV[3])
 local replayed = 0
 for _, entry in ipairs(entries) do
     local inv, new = string.match(entry, '^%d+:(%d+):(.*)$')
-    if inv then
+    -- Skips the rebuild marker and events in another format (a format-1 replica still
+    -- running during an upgrade): failing here would leave the swap half done.
+    if inv and (new == 'd' or string.match(new, '^%d*|%-?%d+|')) then
         change(inv, new)
         replayed = replayed + 1
     end
@@ -335,25 +344,35 @@ class InvoiceLedgerStore:
         return {invoice: entry[0] for invoice, entry in (await self.entries()).items()}
 
     async def first_invoice_dates(self) -> dict[int, date]:
-        """Each customer's earliest invoice date, from the ledger as it is now.
+        """Each customer's earliest invoice date, from the ledger as it is now."""
+        return (await self.customer_growth()).first_dates
+
+    async def customer_growth(self) -> CustomerDates:
+        """Each customer's earliest invoice date, and how many customers there are, from
+        one pass over the ledger (so the two agree even while events arrive).
 
         Read 2,000 entries per HSCAN step; a customer none of whose invoices has a date is
-        left out. Callers cache the result by :meth:`version`.
+        left out of `first_dates` but counted in `customers`. Callers cache the result by
+        :meth:`version`.
         """
         first: dict[int, date] = {}
+        customers: set[int] = set()
         days: dict[str, date] = {}  # one date object per distinct day
         async for _, text in self.client.hscan_iter(self.keys.invoice_entries, count=2_000):
             customer, _, issued = text.split("|")
-            if not customer or not issued:
+            if not customer:
+                continue
+            key = int(customer)
+            customers.add(key)
+            if not issued:
                 continue
             day = days.get(issued)
             if day is None:
                 day = days[issued] = date.fromisoformat(issued)
-            key = int(customer)
             known = first.get(key)
             if known is None or day < known:
                 first[key] = day
-        return first
+        return CustomerDates(first, len(customers))
 
     async def rebuild(
         self,

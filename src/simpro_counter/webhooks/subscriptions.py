@@ -14,6 +14,7 @@ RESOURCE = "setup/webhooks"
 INVOICE_EVENTS = ("invoice.created", "invoice.updated", "invoice.deleted")
 COUNTED_EVENTS = (
     *INVOICE_EVENTS,
+    "invoice.status",  # a stage change, which INVOICE_STAGES may count or not
     "job.created",
     "job.deleted",
     "quote.created",
