@@ -11,8 +11,8 @@ customer invoiced from its own first day on, over six years; amounts of $10 to $
 - an HSCAN pass over the same hash without parsing, then `first_invoice_dates()` (the
   HSCAN pass plus parsing and the per-customer minimum): what a history request costs
   after the ledger changed;
-- `CustomerGrowth.history("month", ready=True)`: its first call (version, counts and the
-  HSCAN pass), then calls while the ledger version did not change (cached first dates);
+- `CustomerGrowth.history("month", ready=True)`: its first call (version and the HSCAN
+  pass), then calls while the ledger version did not change (cached dates and periods);
 - `growth_history(...)` per month, quarter and year over the first dates (pure Python);
 - the memory of the format-2 ledger (`MEMORY USAGE ... SAMPLES 0` of `invoice_entries`
   and `customer_invoices`), and of format 1's customer-only hash of the same invoices.
@@ -150,8 +150,8 @@ async def run(redis_url: str, invoices: int, customer_ids: int, repeat: int) -> 
             ("`HGETALL invoice_entries` (baseline)", hgetall_ms),
             ("HSCAN pass over `invoice_entries`, entries not parsed", hscan_ms),
             ("`first_invoice_dates()`: HSCAN pass, parse, first date per customer", first_ms),
-            ('`CustomerGrowth.history("month")`, first call (version, counts, HSCAN)', cold_ms),
-            ('`CustomerGrowth.history("month")`, ledger unchanged (cached dates)', cached_ms),
+            ('`CustomerGrowth.history("month")`, first call (version, HSCAN pass)', cold_ms),
+            ('`CustomerGrowth.history("month")`, ledger unchanged (cached)', cached_ms),
         ]
         for interval in INTERVALS:
 
