@@ -1,10 +1,13 @@
 """Property: under any interleaving of changes, webhooks (duplicated, reordered, late),
-incremental and full refreshes, the published count equals the truth once events are in."""
+incremental and full refreshes, the published customers, invoices and revenue and the
+growth history equal the truth once events are in."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +28,7 @@ OPERATIONS = st.lists(
     st.one_of(
         st.tuples(st.just("add"), st.sampled_from(["new", "existing", "none"])),
         st.tuples(st.just("move"), st.integers(0, 10_000)),
+        st.tuples(st.just("reprice"), st.integers(0, 10_000)),
         st.tuples(st.just("lose customer"), st.integers(0, 10_000)),
         st.tuples(st.just("delete"), st.integers(0, 10_000)),
         st.tuples(st.just("deliver"), st.sampled_from(["plain", "duplicated", "shuffled"])),
@@ -81,8 +85,19 @@ async def _scenario(redis_url: str, operations: list[tuple[str, Any]], seed: int
             simulator.webhooks.shuffle = False
             await simulator.webhooks.flush()
             await _drained(runtime)
+            truth = simulator.truth()
             body = (await client.get("/api/simpro/customers")).json()
-            assert body["count"] == simulator.truth().customers, operations
+            assert body["count"] == truth.customers, operations
+            invoices = (await client.get("/api/simpro/invoices")).json()
+            assert invoices["count"] == truth.invoices, operations
+            revenue = (await client.get("/api/simpro/revenue")).json()
+            assert revenue["total"] == str(truth.revenue), operations
+            history = (await client.get("/api/simpro/customers/history")).json()
+            first_months = Counter(f"{day:%Y-%m}" for day in dataset.first_invoice_dates().values())
+            assert {p["period"]: p["new"] for p in history["history"] if p["new"]} == dict(
+                first_months
+            ), operations
+            assert history["total"] == truth.customers, operations
 
         for action, argument in operations:
             ids = dataset.invoice_ids()
@@ -98,6 +113,11 @@ async def _scenario(redis_url: str, operations: list[tuple[str, Any]], seed: int
                 customers = dataset.customer_ids()
                 dataset.update_invoice(
                     ids[argument % len(ids)], customer_id=customers[argument % len(customers)]
+                )
+            elif action == "reprice" and ids:
+                cents = argument * 7919 % 1_000_000 - 50_000  # credit notes too
+                dataset.update_invoice(
+                    ids[argument % len(ids)], total_ex_tax=Decimal(cents).scaleb(-2)
                 )
             elif action == "lose customer" and ids:
                 dataset.update_invoice(ids[argument % len(ids)], customer_id=None)
