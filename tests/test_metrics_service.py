@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from simpro_counter.simulator import Simulator, SimulatorConfig
+from simpro_counter.store import EmbeddedRedis
 from tests.service_fixtures import (
     ADMIN_TOKEN,
     running_app,
@@ -363,3 +364,29 @@ async def test_a_malformed_invoice_in_a_webhook_changes_nothing_and_blocks_nothi
         assert (await client.get("/api/simpro/customers")).json()["count"] == (
             before["customers"]["count"] + 1
         )
+
+
+async def test_with_redis_gone_every_metric_and_the_history_keep_answering(
+    redis_server: EmbeddedRedis,
+) -> None:
+    simulator = _simulator(seed=66)
+    settings = service_settings(redis_server.url)
+    async with running_app(settings, simulator.transport()) as (_, client):
+        before = await _all_values(client)
+        history = (await client.get("/api/simpro/customers/history?interval=quarter")).json()
+        await asyncio.to_thread(redis_server.stop)
+        try:
+            for metric, answer in before.items():
+                kept = (await client.get(f"/api/simpro/{metric}")).json()
+                assert kept.get("count", kept.get("total")) == answer.get(
+                    "count", answer.get("total")
+                ), metric
+            kept_history = await client.get("/api/simpro/customers/history?interval=quarter")
+            assert kept_history.status_code == 200
+            assert kept_history.json()["history"] == history["history"]
+            # An interval not asked for before is computed from the dates read before.
+            by_year = await client.get("/api/simpro/customers/history?interval=year")
+            assert by_year.status_code == 200
+            assert by_year.json()["total"] == history["total"] == simulator.truth().customers
+        finally:
+            await asyncio.to_thread(redis_server.start)
