@@ -17,7 +17,13 @@ from rich.console import Console
 from simpro_counter.check import CheckResult, check_deployment, render, run_checks
 from simpro_counter.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from simpro_counter.store import EmbeddedRedis
-from tests.service_fixtures import ServiceProcess, free_port, service_process, wait_for_count
+from tests.service_fixtures import (
+    ServiceProcess,
+    free_port,
+    service_process,
+    wait_for_count,
+    wait_until_counted,
+)
 
 TOKEN = "check-admin-token-1f3a"
 BACKGROUND = "POST /api/simpro/customers/refresh?background=true"
@@ -208,3 +214,33 @@ def test_render_marks_each_line_and_counts() -> None:
         "○ POST refresh: skipped: no --token given",
         "1 passed, 1 failed, 1 skipped",
     ]
+
+
+def test_history_command_prints_the_growth_table_and_csv(
+    service: ServiceProcess, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "simpro_counter", "history", "--url", service.url, *args],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**os.environ, "COLUMNS": "120"},
+        )  # fmt: skip
+
+    wait_until_counted(service.url)
+    body = httpx.get(f"{service.url}/api/simpro/customers/history?interval=year").json()
+    table = run("--interval", "year")
+    assert table.returncode == 0, table.stderr
+    for point in body["history"]:
+        assert f"{point['period']}  " in table.stdout
+    customers = simulator.simulator.truth().customers
+    assert f"{customers:,} customers over {len(body['history'])} years" in table.stdout
+
+    as_csv = run("--interval", "quarter", "--csv")
+    assert as_csv.returncode == 0, as_csv.stderr
+    lines = as_csv.stdout.splitlines()
+    assert lines[0] == "period,new,cumulative"
+    assert lines[-1].endswith(f",{customers}")
+
+    wrong = run("--interval", "week")
+    assert wrong.returncode == 1
+    assert "422" in wrong.stderr

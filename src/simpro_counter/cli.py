@@ -356,6 +356,50 @@ def status(
 
 
 @app.command()
+def history(
+    url: Annotated[str, typer.Option(help="Base URL of a running service.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    interval: Annotated[str, typer.Option(help="Period length: month, quarter or year.")] = "month",
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print CSV (period,new,cumulative) instead of a table.")
+    ] = False,
+) -> None:
+    """Show customer growth per period (new customers by their first invoice, running total)."""
+    base = url.rstrip("/")
+    params = {"interval": interval, **({"format": "csv"} if as_csv else {})}
+    try:
+        response = httpx.get(f"{base}/api/simpro/customers/history", params=params, timeout=30)
+    except httpx.HTTPError as exc:
+        err_console.print(f"[red]Error:[/] could not read {url}: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    if response.status_code != 200:
+        try:
+            reason = response.json().get("error") or response.json().get("detail")
+        except ValueError:
+            reason = response.text[:200]
+        err_console.print(f"[red]Error:[/] {response.status_code}: {reason}", soft_wrap=True)
+        raise typer.Exit(1)
+    if as_csv:
+        sys.stdout.write(response.text)
+        return
+    body = response.json()
+    points = body["history"]
+    widest = max((point["new"] for point in points), default=0)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("Period")
+    table.add_column("New", justify="right")
+    table.add_column("Total", justify="right")
+    table.add_column("")
+    for point in points:
+        bar = "█" * round(30 * point["new"] / widest) if widest else ""
+        table.add_row(point["period"], f"{point['new']:,}", f"{point['cumulative']:,}", bar)
+    console.print(table)
+    undated = f" ({body['undated']:,} without a dated invoice)" if body["undated"] else ""
+    console.print(f"{body['total']:,} customers over {len(points):,} {interval}s{undated}")
+
+
+@app.command()
 def check(
     url: Annotated[str, typer.Option(help="Base URL of the running service.")] = (
         "http://127.0.0.1:8000"
