@@ -45,16 +45,18 @@ async def _wait_for(
 
 
 async def _all_values(client: httpx.AsyncClient) -> dict[str, Any]:
-    """Each metric's answer, once every one has its first value."""
+    """Each metric's answer, once every one has its first value and the refreshes that
+    made them have finished (a refresh publishes first, then releases its lock)."""
     await wait_for_count(client)
-    answers = {}
-    for metric in ("customers", "invoices", "jobs", "quotes"):
-        answers[metric] = await _wait_for(
-            client, f"/api/simpro/{metric}", lambda b: b["count"] is not None
+    for group in ("jobs", "quotes"):
+        await _wait_for(
+            client,
+            f"/api/simpro/{group}/refresh",
+            lambda b: b["count"] is not None and not b["isRefreshing"],
         )
-    answers["revenue"] = await _wait_for(
-        client, "/api/simpro/revenue", lambda b: b["total"] is not None
-    )
+    answers = {}
+    for metric in ("customers", "invoices", "jobs", "quotes", "revenue"):
+        answers[metric] = (await client.get(f"/api/simpro/{metric}")).json()
     return answers
 
 
