@@ -28,6 +28,10 @@ class MetricKeys:
     """INCR counter handing each refresh a fencing token."""
     published_fence: str
     """Fencing token of the stored value; an older refresh may not overwrite a newer one."""
+    published_ledger_version: str
+    """Ledger version of the stored value: among values of one fence (a full refresh and
+    the webhook events published on top of it), counts read earlier may not overwrite
+    later ones."""
     status: str
     """JSON: last refresh started/finished, last error."""
 
@@ -81,6 +85,7 @@ class Keys:
             meta=f"{stem}_meta",
             fence=f"{stem}_fence",
             published_fence=f"{stem}_published_fence",
+            published_ledger_version=f"{stem}_published_ledger_version",
             status=f"{stem}_status",
         )
 

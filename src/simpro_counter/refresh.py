@@ -68,6 +68,50 @@ def can_sync(value: MetricValue, invoice_filter: InvoiceFilter | None = None) ->
     return bool(value.details.get("cursor")) and built_on_ledger(value, invoice_filter)
 
 
+# Passes of `publish_from_ledger` when another writer publishes in between.
+_LEDGER_PUBLISH_ATTEMPTS = 5
+
+
+async def publish_from_ledger(
+    store: Store, ledger: InvoiceLedgerStore, invoice_filter: InvoiceFilter
+) -> bool:
+    """Publish the ledger's current customers, invoices and revenue over the values a full
+    refresh built on it, wherever they are behind the ledger's version.
+
+    All three come from one MGET of the ledger's counts, so they agree with each other.
+    Each keeps the fence (and freshness) of the value it replaces, so a full refresh that
+    started earlier still publishes after it; the store orders values of one fence by
+    ledger version, so counts read earlier by another writer never overwrite these. Called
+    after every webhook event (also one that changed nothing: a previous attempt may have
+    stopped half-way) and after a full refresh published (events applied between its
+    ledger swap and its publish). False when no value is built on the ledger yet.
+    """
+    for _ in range(_LEDGER_PUBLISH_ATTEMPTS):
+        counts = await ledger.counts()
+        values = counts.metric_values()
+        behind = False
+        for metric in invoice_metric_names():
+            current = await store.read(metric)
+            if current is None or not built_on_ledger(current, invoice_filter):
+                return False  # no full scan behind the ledger yet: its counts are partial
+            if current.ledger_version >= counts.version:
+                continue
+            details = {
+                **current.details,
+                "ledgerVersion": counts.version,
+                "lastEventAt": time.time(),
+            }
+            if not await store.publish(replace(current, value=values[metric], details=details)):
+                behind = True  # a newer value arrived meanwhile: read everything again
+        if not behind:
+            return True
+    return True
+
+
+def invoice_metric_names() -> tuple[str, ...]:
+    return tuple(name for name in METRICS if refresh_group(name) == INVOICE_GROUP)
+
+
 @dataclass(frozen=True)
 class _Computed:
     """What one refresh found: the value of each metric it computes, and its report."""
@@ -171,17 +215,20 @@ class Refresher:
         *,
         observer: ScanObserver | None = None,
         mode: RefreshMode = "full",
+        in_history: bool = True,
     ) -> MetricValue:
         """Run a refresh now and return the metric's published value.
 
         `full` scans every invoice and rebuilds the ledger; `incremental` applies only what
         changed since the last sync (a full refresh when there is no cursor yet). Every
-        metric of the group is published (see :meth:`refresh_all`).
+        metric of the group is published (see :meth:`refresh_all`). `in_history=False`
+        leaves it out of the refresh history (a recount a webhook asked for: on a busy
+        build those would push every scheduled refresh out of the last 20).
 
         Raises :class:`RefreshRunningError` when one is already running anywhere, and the
         scan's error when Simpro fails (the stored value is then left as it was).
         """
-        values = await self.refresh_all(metric, observer=observer, mode=mode)
+        values = await self.refresh_all(metric, observer=observer, mode=mode, in_history=in_history)
         return values[metric]
 
     async def refresh_all(
@@ -190,6 +237,7 @@ class Refresher:
         *,
         observer: ScanObserver | None = None,
         mode: RefreshMode = "full",
+        in_history: bool = True,
     ) -> dict[str, MetricValue]:
         """As :meth:`refresh`, returning the value of every metric the refresh published."""
         if metric not in METRICS:
@@ -197,7 +245,7 @@ class Refresher:
         group = refresh_group(metric)
         if self.running_here(group):
             raise RefreshRunningError(f"a refresh of {group} is already running")
-        task = asyncio.create_task(self._locked_refresh(group, observer, mode))
+        task = asyncio.create_task(self._locked_refresh(group, observer, mode, in_history))
         self._running[group] = task
         try:
             return await asyncio.shield(task)
@@ -226,13 +274,15 @@ class Refresher:
                 await stop_task(task)
 
     async def _locked_refresh(
-        self, metric: str, observer: ScanObserver | None, mode: RefreshMode
+        self, metric: str, observer: ScanObserver | None, mode: RefreshMode, in_history: bool
     ) -> dict[str, MetricValue]:
         token = secrets.token_hex(16)
         if not await self.store.acquire_lock(metric, token, self._lock_ttl_ms):
             raise RefreshRunningError(f"a refresh of {metric} is already running elsewhere")
         started = self._clock()
-        scan = asyncio.create_task(self._scan_and_publish(metric, started, observer, mode))
+        scan = asyncio.create_task(
+            self._scan_and_publish(metric, started, observer, mode, in_history)
+        )
         heartbeat = asyncio.create_task(self._keep_lock(metric, token, scan))
         try:
             return await scan
@@ -253,7 +303,12 @@ class Refresher:
                 return
 
     async def _scan_and_publish(
-        self, group: str, started: float, observer: ScanObserver | None, mode: RefreshMode
+        self,
+        group: str,
+        started: float,
+        observer: ScanObserver | None,
+        mode: RefreshMode,
+        in_history: bool,
     ) -> dict[str, MetricValue]:
         status = await self.store.read_status(group) or RefreshStatus(group)
         await self.store.write_status(replace(status, last_started_at=started))
@@ -275,7 +330,7 @@ class Refresher:
             else:
                 computed = await self._full(observer)
         except (SimproCounterError, RedisError, OSError) as exc:
-            await self._failed(group, status, started, exc)
+            await self._failed(group, status, started, exc, in_history)
             raise
         computed_at = self._clock()
         published: dict[str, MetricValue] = {}
@@ -293,6 +348,8 @@ class Refresher:
             else:
                 log.warning("Refresh of %s finished but a newer value was already stored", name)
                 published[name] = await self.store.read(name) or value
+        if group == INVOICE_GROUP:
+            await self._catch_up_with_ledger(published)
         finished = self._clock()
         self.telemetry.refresh_duration.labels(group, mode).observe(finished - started)
         # Each metric's report carries its own value (the scan report's `count` is customers').
@@ -312,9 +369,10 @@ class Refresher:
             last_error=None,
             last_error_at=None,
         )
-        await self.store.push_history(
-            {"metric": group, "finishedAt": finished, "ok": True, **entry}
-        )
+        if in_history:
+            await self.store.push_history(
+                {"metric": group, "finishedAt": finished, "ok": True, **entry}
+            )
         log.info(
             "Refresh done (%s): %s in %.1f s (%s requests)",
             mode,
@@ -323,6 +381,19 @@ class Refresher:
             computed.report.get("requests"),
         )
         return published
+
+    async def _catch_up_with_ledger(self, published: dict[str, MetricValue]) -> None:
+        """Publish again if webhook events reached the ledger after this refresh read its
+        counts (between the ledger swap, or the sync, and the publish)."""
+        if self.ledger is None or not all(self.built_on_ledger(v) for v in published.values()):
+            return
+        try:
+            await publish_from_ledger(self.store, self.ledger, self.invoice_filter)
+        except (RedisError, OSError, StoreError) as exc:
+            log.warning("Could not bring the values up to the ledger (%s); next event will", exc)
+            return
+        for name in published:
+            published[name] = await self.store.read(name) or published[name]
 
     def _details_of(self, metric: str, details: dict[str, Any]) -> dict[str, Any]:
         if METRICS[metric].kind == "sum":
@@ -457,7 +528,12 @@ class Refresher:
             await self.store.write_status(own)
 
     async def _failed(
-        self, metric: str, status: RefreshStatus, started: float, exc: Exception
+        self,
+        metric: str,
+        status: RefreshStatus,
+        started: float,
+        exc: Exception,
+        in_history: bool,
     ) -> None:
         finished = self._clock()
         self.telemetry.refresh_duration.labels(metric, "error").observe(finished - started)
@@ -470,9 +546,10 @@ class Refresher:
             last_error=str(exc),
             last_error_at=finished,
         )
-        await self.store.push_history(
-            {"metric": metric, "finishedAt": finished, "ok": False, "error": str(exc)}
-        )
+        if in_history:
+            await self.store.push_history(
+                {"metric": metric, "finishedAt": finished, "ok": False, "error": str(exc)}
+            )
         log.error("Refresh of %s failed, the previous value is kept: %s", metric, exc)
 
 

@@ -18,10 +18,11 @@ from simpro_counter.store.values import MetricValue, RefreshStatus
 
 
 def newer(candidate: MetricValue, than: MetricValue | None) -> bool:
-    """Whether `candidate` is newer than `than`: higher fence, then later computed_at."""
+    """Whether `candidate` is newer than `than`: higher fence, then later ledger version,
+    then later computed_at."""
     if than is None:
         return True
-    return (candidate.fence, candidate.computed_at) > (than.fence, than.computed_at)
+    return (*candidate.order(), candidate.computed_at) > (*than.order(), than.computed_at)
 
 
 class MemoryStore:
@@ -30,7 +31,7 @@ class MemoryStore:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._values: dict[str, MetricValue] = {}
-        self._published_fences: dict[str, int] = {}
+        self._published: dict[str, tuple[int, int]] = {}  # metric -> (fence, ledger version)
         self._fences: dict[str, int] = {}
         self._locks: dict[str, tuple[str, float]] = {}
         self._statuses: dict[str, RefreshStatus] = {}
@@ -44,8 +45,8 @@ class MemoryStore:
         return self._values.get(metric)
 
     async def publish(self, value: MetricValue) -> bool:
-        """Store unless a higher fence is stored; False if fenced off."""
-        if self._published_fences.get(value.metric, 0) > value.fence:
+        """Store unless a higher (fence, ledger version) is stored; False if fenced off."""
+        if self._published.get(value.metric, (0, -1)) > value.order():
             return False
         self._store(value)
         return True
@@ -116,8 +117,8 @@ class MemoryStore:
 
     def _store(self, value: MetricValue) -> None:
         self._values[value.metric] = value
-        self._published_fences[value.metric] = max(
-            self._published_fences.get(value.metric, 0), value.fence
+        self._published[value.metric] = max(
+            self._published.get(value.metric, (0, -1)), value.order()
         )
         self.observe_fence(value.metric, value.fence)
 

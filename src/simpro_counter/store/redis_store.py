@@ -17,18 +17,29 @@ from simpro_counter.keys import HISTORY_LENGTH, Keys
 from simpro_counter.store.base import StorageName
 from simpro_counter.store.values import MetricValue, RefreshStatus
 
-# KEYS: value, updated, meta, published_fence. ARGV: value, updated (epoch ms), meta,
-# fence, events channel, metric. One script so the fence check and the writes are atomic:
-# a slower refresh holding an older fence can never overwrite a newer value.
+# KEYS: value, updated, meta, published_fence, published_ledger_version. ARGV: value,
+# updated (epoch ms), meta, fence, events channel, metric, ledger version (-1: none). One
+# script so the order check and the writes are atomic: a slower refresh holding an older
+# fence can never overwrite a newer value, nor counts read from the ledger at an older
+# version those read later under the same fence.
 _PUBLISH = """
 local stored = tonumber(redis.call('GET', KEYS[4]))
-if stored and stored > tonumber(ARGV[4]) then
+local fence = tonumber(ARGV[4])
+if stored and stored > fence then
     return 0
+end
+local version = tonumber(ARGV[7])
+if stored == fence then
+    local stored_version = tonumber(redis.call('GET', KEYS[5])) or -1
+    if stored_version > version then
+        return 0
+    end
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[3], ARGV[3])
 redis.call('SET', KEYS[4], ARGV[4])
+redis.call('SET', KEYS[5], ARGV[7])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 """
@@ -89,10 +100,11 @@ class RedisStore:
             ) from exc
 
     async def publish(self, value: MetricValue) -> bool:
-        """Store `value` unless a higher fence is stored, then announce it on the events channel."""
+        """Store `value` unless a higher (fence, ledger version) is stored, then announce it
+        on the events channel."""
         k = self.keys.metric(value.metric)
         stored = await self._publish(
-            keys=[k.value, k.updated, k.meta, k.published_fence],
+            keys=[k.value, k.updated, k.meta, k.published_fence, k.published_ledger_version],
             args=[
                 str(value.value),
                 str(round(value.computed_at * 1000)),
@@ -100,6 +112,7 @@ class RedisStore:
                 str(value.fence),
                 self.keys.events,
                 value.metric,
+                str(value.ledger_version),
             ],
         )
         return bool(stored)

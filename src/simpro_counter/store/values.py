@@ -22,6 +22,19 @@ class MetricValue:
     details: dict[str, Any] = field(default_factory=dict)
     """The refresh report: totalInvoices, duration, pages, requests, retries, ..."""
 
+    @property
+    def ledger_version(self) -> int:
+        """The invoice ledger version the value was read at; -1 when not from the ledger.
+
+        Values that share a fence (a full refresh and the webhook events published on top
+        of it) are ordered by it, so counts read earlier never overwrite later ones.
+        """
+        return int(self.details.get("ledgerVersion", -1))
+
+    def order(self) -> tuple[int, int]:
+        """What decides whether a publish may replace the stored value: (fence, version)."""
+        return (self.fence, self.ledger_version)
+
     def age(self, now: float) -> float:
         return max(0.0, now - self.computed_at)
 

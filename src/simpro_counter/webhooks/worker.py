@@ -18,7 +18,6 @@ import asyncio
 import logging
 import socket
 import time
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -27,8 +26,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from simpro_counter.errors import RefreshRunningError, SimproCounterError, SimproDataError
 from simpro_counter.keys import WEBHOOK_GROUP, Keys
-from simpro_counter.metrics import METRICS, InvoiceFold, invoice_metrics
-from simpro_counter.refresh import Refresher, built_on_ledger
+from simpro_counter.metrics import METRICS, InvoiceFold
+from simpro_counter.refresh import Refresher, publish_from_ledger
 from simpro_counter.settings import SimproConfig
 from simpro_counter.simpro import SimproClient
 from simpro_counter.store.base import Store
@@ -43,8 +42,6 @@ _BATCH = 50
 _BLOCK_MS = 150
 # A delivery taken by a consumer that stopped is handed to another after this long.
 _CLAIM_IDLE_SECONDS = 60.0
-# Publishing retries when a full refresh published in between (see `_publish`).
-_PUBLISH_ATTEMPTS = 3
 # A recount waits this long in all for a refresh of the same metric to finish (its
 # request may have been answered before the event), then leaves the entries pending.
 _RECOUNT_WAIT_SECONDS = 10.0
@@ -139,7 +136,7 @@ class WebhookWorker:
         deadline = time.monotonic() + _RECOUNT_WAIT_SECONDS
         while True:
             try:
-                await self._refresher.refresh(metric)
+                await self._refresher.refresh(metric, in_history=False)
                 self.applied += 1
                 return True
             except RefreshRunningError:
@@ -173,25 +170,7 @@ class WebhookWorker:
         change = await self._ledger.apply(invoice_id, DELETED if entry is None else entry)
         self.applied += 1
         log.info("Webhook %s %s applied: %s", fields["event"], invoice_id, change.outcome)
-        if change.outcome != "unchanged":
-            for metric in invoice_metrics():
-                await self._publish(metric.name)
+        # Also after "unchanged": a previous attempt at this delivery may have applied it
+        # and stopped before publishing all three values.
+        await publish_from_ledger(self._store, self._ledger, self._refresher.invoice_filter)
         return True
-
-    async def _publish(self, metric: str) -> None:
-        """Publish the ledger's value of `metric`, once a full refresh has rebuilt the ledger.
-
-        The value keeps the fence (and freshness) of the full refresh it builds on, so a
-        refresh that started earlier still publishes after it; if a refresh published in
-        between, read again and build on that.
-        """
-        for _ in range(_PUBLISH_ATTEMPTS):
-            current = await self._store.read(metric)
-            if current is None or not built_on_ledger(current, self._refresher.invoice_filter):
-                return  # no full scan behind the ledger yet: its counts are partial
-            counts = await self._ledger.counts()
-            details = {**current.details, "ledgerVersion": counts.version,
-                       "lastEventAt": time.time()}  # fmt: skip
-            value = counts.metric_values()[metric]
-            if await self._store.publish(replace(current, value=value, details=details)):
-                return
