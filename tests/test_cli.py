@@ -163,3 +163,40 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
     finally:
         stop_process(demo, signal.SIGINT, timeout=20)
     assert demo.returncode == 0
+
+
+def test_a_new_demo_run_never_serves_the_previous_runs_values(tmp_path: Path) -> None:
+    """Each run simulates a new build: what the last one counted is not this one's."""
+    seen = []
+    for seed in ("7", "8"):
+        port, sim_port = free_port(), free_port()
+        banner_file = tmp_path / f"banner-{seed}.txt"
+        with banner_file.open("w") as out:
+            demo = subprocess.Popen(
+                [*CLI, "demo", "--port", str(port), "--simulator-port", str(sim_port),
+                 "--invoices", "400", "--latency", "0.05", "--fault-rate", "0",
+                 "--activity", "0", "--seed", seed],
+                cwd=tmp_path, stdout=out, stderr=subprocess.DEVNULL,
+                env=_env(ADMIN_TOKEN="demo-token"),
+            )  # fmt: skip
+        base, sim = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
+        try:
+            deadline = time.monotonic() + 60
+            first = None
+            while first is None:
+                try:
+                    first = httpx.get(f"{base}/api/simpro/customers", timeout=2).json()
+                except httpx.TransportError:
+                    assert demo.poll() is None, "the demo exited"
+                    assert time.monotonic() < deadline, "the demo did not answer within 60 s"
+                    time.sleep(0.1)
+            truth = httpx.get(f"{sim}/__truth").json()["customers"]
+            assert first["count"] in (None, truth)  # never the previous run's count
+            assert wait_until_counted(base) == truth
+            seen.append(truth)
+        finally:
+            stop_process(demo, signal.SIGINT, timeout=20)
+        banner = banner_file.read_text()
+        # The banner's command lines are whole, even written to a pipe (80 columns).
+        assert re.search(r"Check {7}simpro-counter check --url \S+ --token \S+\n", banner)
+    assert seen[0] != seen[1]  # two different builds, so the check above means something

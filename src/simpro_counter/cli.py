@@ -247,6 +247,7 @@ def demo(
         webhook_secret=webhook_secret,
     )
     with (
+        _fresh_embedded_redis(data_dir) as redis_url,
         running_simulator(sim_config, port=simulator_port) as running,
         _business_activity(running.simulator, every=activity),
     ):
@@ -255,6 +256,7 @@ def demo(
             simpro_api_key=sim_config.api_key,
             simpro_timeout=2.0,
             data_dir=data_dir,
+            redis_url=redis_url,
             admin_token=SecretStr(token),
             webhook_secret=SecretStr(webhook_secret),
             demo=True,
@@ -282,8 +284,23 @@ def demo(
             )
             + "Press Ctrl-C to stop.",
             highlight=False,
+            soft_wrap=True,  # never break a command line in two, even into a file
         )
         _serve(settings, access_log=False)
+
+
+@contextmanager
+def _fresh_embedded_redis(data_dir: Path) -> Iterator[str]:
+    """The demo's embedded Redis, emptied: each run simulates a new build, so values
+    counted from the previous run's build must not be served as this one's. Its URL."""
+    import redis
+
+    from simpro_counter.store import EmbeddedRedis
+
+    with EmbeddedRedis(data_dir) as server:  # refuses a data dir another demo is using
+        with redis.Redis.from_url(server.url) as plain:
+            plain.flushall()
+        yield server.url
 
 
 @contextmanager
@@ -302,7 +319,7 @@ def _business_activity(simulator: Simulator, *, every: float) -> Iterator[None]:
             ticks += 1
             new = simulator.dataset.uninvoiced_customer_ids()
             simulator.dataset.add_invoice(
-                customer_id=rng.choice(new) if new and rng.random() < 0.7 else None
+                customer_id=rng.choice(new) if new and rng.random() < 0.3 else None
             )
             if ticks % 3 == 0:
                 simulator.dataset.add_work("jobs")
