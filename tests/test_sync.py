@@ -30,6 +30,10 @@ async def test_incremental_costs_what_changed(redis_url: str, nothing_changed: i
         assert unchanged.json()["count"] == before["count"]
         assert unchanged.json()["lastSync"]["changed"] == 0
         assert simulator.stats.total == 1  # nothing changed: one request
+        # The answer reports what the sync cost, not the earlier full scan's figures.
+        assert unchanged.json()["requests"] == 1
+        assert unchanged.json()["pages"] is None
+        assert unchanged.json()["duration"] == unchanged.json()["lastSync"]["duration"]
 
         first, second = simulator.dataset.uninvoiced_customer_ids()[:2]
         new_invoice = simulator.dataset.add_invoice(customer_id=first)

@@ -26,12 +26,14 @@ class SyncReport:
     cursor: str
     """Where the next sync starts: the `Date` of this sync's first answer."""
     requests: int
+    retries: int
     duration: float
 
     def as_json(self) -> dict[str, Any]:
         return {
             "changed": self.changed,
             "requests": self.requests,
+            "retries": self.retries,
             "duration": round(self.duration, 3),
         }
 
@@ -46,6 +48,7 @@ async def sync_changes(
     """
     started = time.monotonic()
     requests_before = client.stats.requests
+    retries_before = client.stats.retries
     changed = 0
     next_cursor: str | None = None
     async for page in client.pages(
@@ -61,5 +64,6 @@ async def sync_changes(
         counts=await ledger.counts(),
         cursor=next_cursor or cursor,
         requests=client.stats.requests - requests_before,
+        retries=client.stats.retries - retries_before,
         duration=time.monotonic() - started,
     )

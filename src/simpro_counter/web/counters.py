@@ -140,16 +140,20 @@ async def post_refresh(
 
 def _refreshed(runtime: Runtime, value: MetricValue) -> dict[str, Any]:
     details = value.details
+    # What this refresh cost: an incremental sync's own report (a value it moved keeps
+    # the full scan's report beside it), else the full scan's or the count's.
+    sync = details.get("lastSync")
+    cost = sync if isinstance(sync, dict) else details
     return {
         **value_fields(value.metric, value, runtime.settings.currency),
         "totalInvoices": details.get("totalInvoices"),
-        "duration": details.get("duration"),
+        "duration": cost.get("duration"),
         "ttl": value.ttl,
         "nextRefresh": iso(value.expires_at()),
-        "pages": details.get("pages"),
-        "requests": details.get("requests"),
-        "retries": details.get("retries"),
-        "lastSync": details.get("lastSync"),
+        "pages": None if sync else details.get("pages"),
+        "requests": cost.get("requests"),
+        "retries": cost.get("retries"),
+        "lastSync": sync,
     }
 
 
