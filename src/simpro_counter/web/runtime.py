@@ -21,7 +21,7 @@ from simpro_counter.store import EmbeddedRedis, ResilientStore, connect
 from simpro_counter.store.ledger import InvoiceLedgerStore
 from simpro_counter.telemetry import Telemetry
 from simpro_counter.web.reads import CounterReads
-from simpro_counter.webhooks.worker import WebhookWorker
+from simpro_counter.webhooks.worker import QUEUE_TIMEOUT, WebhookWorker
 
 log = logging.getLogger("simpro_counter")
 
@@ -43,6 +43,7 @@ class Runtime:
     webhooks: WebhookWorker | None = None
     embedded: EmbeddedRedis | None = None
     transport: httpx.AsyncBaseTransport | None = None
+    queue_client: Redis | None = None
     _simpro_checked: tuple[float, bool, str] = field(default=(0.0, False, "not checked yet"))
 
     @classmethod
@@ -67,6 +68,8 @@ class Runtime:
         if store.redis_healthy:  # when it is not, the store has said so already
             log.info("Redis connected at %s", store.redis_location)
         telemetry = Telemetry()
+        # The webhook worker's own client: a blocking queue read needs a longer timeout.
+        queue_client = connect(url, timeout=QUEUE_TIMEOUT)
         refresher = Refresher.from_settings(
             settings, store, ledger, telemetry=telemetry, transport=transport
         )
@@ -88,7 +91,7 @@ class Runtime:
             growth=CustomerGrowth(ledger),
             webhooks=(
                 WebhookWorker(
-                    redis_client,
+                    queue_client,
                     keys,
                     store,
                     ledger,
@@ -102,6 +105,7 @@ class Runtime:
             ),
             embedded=embedded,
             transport=transport,
+            queue_client=queue_client,
         )
         # Start-up does what /api/init does: the scheduler's first check refreshes an
         # empty store at once.
@@ -122,6 +126,8 @@ class Runtime:
         await self.refresher.aclose()
         await self.store.aclose()
         await self.redis_client.aclose()
+        if self.queue_client is not None:
+            await self.queue_client.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)  # it logs that it stopped
 

@@ -37,9 +37,13 @@ from simpro_counter.store.tasks import stop_task
 log = logging.getLogger("simpro_counter.webhooks")
 
 _BATCH = 50
-# Shorter than the Redis client's socket timeout (0.25 s): a blocking read that outlived it
-# would count as a Redis failure. An entry arriving during the block returns at once.
-_BLOCK_MS = 150
+# How long one read waits for a delivery (an entry arriving meanwhile returns at once).
+# It must stay well under the socket timeout of the queue's client (`QUEUE_TIMEOUT`):
+# a blocking read that outlived it would count as a Redis failure.
+_BLOCK_MS = 1000
+# Socket timeout of the client the worker reads the queue with (its own: the store's
+# client has a 0.25 s timeout, which a blocked read plus a busy event loop could exceed).
+QUEUE_TIMEOUT = 5.0
 # A delivery taken by a consumer that stopped is handed to another after this long.
 _CLAIM_IDLE_SECONDS = 60.0
 # A recount waits this long in all for a refresh of the same metric to finish (its
