@@ -85,7 +85,7 @@ async def test_a_healthy_deployment_passes_every_check_with_the_token(
     assert names[BACKGROUND].detail.startswith(("202", "409"))
     sim_truth = simulator.simulator.truth()
     assert names["GET /api/simpro/jobs"].detail == f"{sim_truth.jobs:,} jobs from redis"
-    assert names["GET /api/simpro/revenue"].detail == f"{sim_truth.revenue} AUD from redis"
+    assert names["GET /api/simpro/revenue"].detail == f"{sim_truth.revenue:,.2f} AUD from redis"
     assert names["GET /api/simpro/customers/history"].detail.endswith(
         f"{sim_truth.customers:,} customers; CSV too"
     )

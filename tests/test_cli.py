@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -159,7 +160,7 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
         assert status.returncode == 0, status.stderr
         for metric in ("customers", "invoices", "jobs", "quotes"):
             assert re.search(rf"{metric}\s+{truth[metric]:,}\s", status.stdout), status.stdout
-        assert f"{truth['revenue']} AUD" in status.stdout
+        assert f"{Decimal(truth['revenue']):,.2f} AUD" in status.stdout
     finally:
         stop_process(demo, signal.SIGINT, timeout=20)
     assert demo.returncode == 0

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -299,7 +300,7 @@ class _Checker:
             await asyncio.sleep(min(_retry_after_seconds(retry_after), remaining))
         _require_fields(body, MONEY_FIELDS if metric in MONEY_METRICS else COUNT_FIELDS)
         if metric in MONEY_METRICS:
-            return f"{body['total']} {body['currency']} from {body['source']}"
+            return f"{Decimal(body['total']):,.2f} {body['currency']} from {body['source']}"
         return f"{body['count']:,} {metric} from {body['source']}"
 
     async def history(self) -> str:

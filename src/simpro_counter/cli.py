@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -103,7 +104,7 @@ def _print_report(report: dict[str, Any], *, as_json: bool) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("[bold]Unique customers", f"[bold green]{report['count']:,}")
     table.add_row("Invoices counted", f"{report['invoices']:,} of {report['totalInvoices']:,}")
-    table.add_row("Revenue (ex tax)", f"{report['revenue']} {report['currency']}")
+    table.add_row("Revenue (ex tax)", f"{Decimal(report['revenue']):,.2f} {report['currency']}")
     table.add_row("Invoices without a customer", f"{report['invoicesWithoutCustomer']:,}")
     table.add_row("Pages", f"{report['pages']:,}")
     table.add_row("Requests", f"{report['requests']:,} ({report['retries']:,} retries)")
@@ -356,7 +357,11 @@ def status(
             raise typer.Exit(1) from None
         if "total" in body:
             total = body["total"]
-            shown = "[yellow]not computed yet" if total is None else f"{total} {body['currency']}"
+            shown = (
+                "[yellow]not computed yet"
+                if total is None
+                else f"{Decimal(total):,.2f} {body['currency']}"
+            )
         else:
             count = body.get("count")
             shown = "[yellow]not computed yet" if count is None else f"{count:,}"
@@ -392,9 +397,15 @@ def history(
         raise typer.Exit(1) from None
     if response.status_code != 200:
         try:
-            reason = response.json().get("error") or response.json().get("detail")
+            answer = response.json()
+            reason = (
+                answer.get("error") or answer.get("detail") if isinstance(answer, dict) else None
+            )
         except ValueError:
-            reason = response.text[:200]
+            reason = None
+        reason = reason or response.text[:200] or "no explanation in the answer"
+        if response.status_code == 404:
+            reason = f"{reason} (is {url} a simpro-counter service?)"
         err_console.print(f"[red]Error:[/] {response.status_code}: {reason}", soft_wrap=True)
         raise typer.Exit(1)
     if as_csv:

@@ -29,6 +29,7 @@ from simpro_counter.metrics import (
     METRICS,
     InvoiceFilter,
     InvoiceFold,
+    display_value,
     format_value,
     refresh_group,
 )
@@ -376,7 +377,7 @@ class Refresher:
         log.info(
             "Refresh done (%s): %s in %.1f s (%s requests)",
             mode,
-            ", ".join(f"{v.value:,} {name}" for name, v in published.items()),
+            ", ".join(f"{display_value(name, v.value)} {name}" for name, v in published.items()),
             finished - started,
             computed.report.get("requests"),
         )

@@ -128,6 +128,15 @@ def format_value(metric: str, stored: int) -> str:
     return definition.format(definition.from_stored(stored))
 
 
+def display_value(metric: str, stored: int) -> str:
+    """A stored value for people: `"12,345"`, or `"1,234.50"` for revenue (thousands
+    separated, exact: Decimal formatting, never a float)."""
+    definition = METRICS[metric]
+    if definition.decimals == 0:
+        return f"{stored:,}"
+    return f"{Decimal(stored).scaleb(-definition.decimals):,.{definition.decimals}f}"
+
+
 # The invoice metrics are refreshed together, under the lock (and status) of this one:
 # `customers`, whose lock key is the original deployment's.
 INVOICE_GROUP = "customers"
