@@ -611,3 +611,23 @@ def _wait_until(condition: Callable[[], bool], page: Page, within: float) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {within} s")
         page.wait_for_timeout(100)  # lets Playwright deliver the page's events
+
+
+def test_the_api_docs_work_without_any_cdn(page: Page, service: ServiceProcess) -> None:
+    """Swagger UI and ReDoc come from the service itself (a browser here has no internet)."""
+    requested: list[Request] = []
+    page.on("request", lambda request: requested.append(request))
+    page.goto(f"{service.url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("simpro-counter")
+    expect(page.get_by_text("/api/simpro/{metric}/refresh").first).to_be_visible()
+    expect(page.get_by_text("/api/simpro/customers/history").first).to_be_visible()
+    assert requested
+    assert all(r.url.startswith((service.url, "data:", "blob:")) for r in requested)
+    requested.clear()
+    page.goto(f"{service.url}/redoc")
+    expect(page.locator("h1").first).to_contain_text("simpro-counter")
+    expect(page.locator("h2", has_text="Customer growth").first).to_be_attached()
+    # Its code and styles are the service's; only ReDoc's "powered by" logo is remote.
+    code = [r for r in requested if r.resource_type in ("script", "stylesheet", "fetch")]
+    assert code
+    assert all(r.url.startswith((service.url, "blob:")) for r in code)

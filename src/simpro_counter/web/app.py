@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from simpro_counter.settings import Settings, simpro_config
 from simpro_counter.web import admin, counters, history, ops, pages, webhooks
@@ -30,7 +31,11 @@ def create_app(
         finally:
             await runtime.aclose()
 
-    app = FastAPI(
+    # The API docs (/docs, /redoc) with Swagger UI and ReDoc served by the service itself,
+    # not from a CDN: they work on a machine without internet and under a strict network
+    # policy.
+    app = FastAPIOffline(
+        static_url="/docs-assets",
         title="simpro-counter",
         summary="Exact, instant counters from a Simpro build",
         version="0.1.0",
