@@ -254,6 +254,7 @@ async def test_state_has_every_field(redis_url: str) -> None:
     assert sorted(entry["metric"] for entry in history) == sorted(refresh_groups())
     [entry] = [entry for entry in history if entry["metric"] == "customers"]
     assert entry["ok"] is True
+    assert entry["mode"] == "full"
     assert entry["count"] == truth.customers
     assert entry["totalInvoices"] == truth.invoices
     assert ISO.match(entry["finishedAt"])
@@ -266,6 +267,7 @@ async def test_state_has_every_field(redis_url: str) -> None:
             "metric",
             "finishedAt",
             "ok",
+            "mode",
             "count",
             "totalInvoices",
             "duration",

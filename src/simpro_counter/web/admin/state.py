@@ -48,7 +48,16 @@ METRICS = tuple(_info(definition) for definition in REGISTRY.values())
 METRIC_NAMES = frozenset(info.name for info in METRICS)
 
 # The fields of a history entry the dashboard shows (the scan cursor, for one, is not).
-_HISTORY_FIELDS = ("count", "totalInvoices", "duration", "pages", "requests", "retries", "error")
+_HISTORY_FIELDS = (
+    "mode",
+    "count",
+    "totalInvoices",
+    "duration",
+    "pages",
+    "requests",
+    "retries",
+    "error",
+)
 
 
 async def dashboard_state(runtime: Runtime) -> dict[str, Any]:

@@ -187,7 +187,8 @@
       const row = document.createElement("tr");
       row.className = entry.ok ? "" : "row-bad";
       cell(row, clock(entry.finishedAt)).title = entry.finishedAt || "";
-      cell(row, labels.get(entry.metric) || entry.metric);
+      const label = labels.get(entry.metric) || entry.metric;
+      cell(row, entry.mode === "incremental" ? `${label} (incremental sync)` : label);
       const result = document.createElement("span");
       pill(result, entry.ok ? "fresh" : "error", entry.ok ? "ok" : "failed");
       row.insertCell().append(result);
