@@ -204,6 +204,11 @@ async def test_history_waits_for_the_first_scan_and_refuses_bad_intervals(
         assert early.headers["Retry-After"] == "5"
         bad = await client.get("/api/simpro/customers/history?interval=week")
         assert bad.status_code == 422
+        assert bad.json()["success"] is False
+        assert bad.json()["error"].startswith("interval: Input should be 'month', 'quarter'")
+        mode = await client.post("/api/simpro/jobs/refresh?mode=sometimes", headers=AUTH)
+        assert mode.status_code == 422
+        assert mode.json()["error"].startswith("mode: Input should be 'full' or 'incremental'")
         await wait_for_count(client)
         assert (await client.get("/api/simpro/customers/history")).status_code == 200
 

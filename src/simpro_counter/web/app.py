@@ -6,8 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from simpro_counter.settings import Settings, simpro_config
@@ -41,6 +44,7 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origin_list,
@@ -58,3 +62,21 @@ def create_app(
     app.include_router(admin.router, tags=["admin"])
     app.include_router(webhooks.router, tags=["webhooks"])
     return app
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """A bad query parameter (e.g. `interval=week`) answered in the service's own shape,
+    `{"success": false, "error": ...}`, keeping FastAPI's `detail` list beside it."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc'] if part != 'query')}: {error['msg']}"
+        for error in exc.errors()
+    ]
+    return JSONResponse(
+        {
+            "success": False,
+            "error": "; ".join(problems) or "invalid request",
+            "detail": jsonable_encoder(exc.errors()),
+        },
+        status_code=422,
+    )
