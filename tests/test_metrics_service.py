@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import date
@@ -397,3 +398,44 @@ async def test_with_redis_gone_every_metric_and_the_history_keep_answering(
             assert by_year.json()["total"] == history["total"] == simulator.truth().customers
         finally:
             await asyncio.to_thread(redis_server.start)
+
+
+class _SlowJobs(httpx.AsyncBaseTransport):
+    """Holds every request for the jobs list while `slow` is set (a rate-limited Simpro)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self.slow = False
+        self.held = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.slow and request.url.path.rstrip("/").endswith("/jobs"):
+            self.held += 1
+            await asyncio.sleep(3.0)
+        return await self._inner.handle_async_request(request)
+
+
+async def test_a_slow_recount_of_jobs_does_not_hold_up_invoice_events(redis_url: str) -> None:
+    simulator, late, settings = webhook_simulator(redis_url, invoices=300, customers=150, seed=67)
+    slow = _SlowJobs(simulator.transport())
+    async with running_app(settings, slow) as (app, client):
+        late.app = app
+        before = await _all_values(client)
+        slow.slow = True
+        simulator.dataset.add_work("jobs")
+        await simulator.webhooks.flush()
+        for _ in range(200):  # the recount has started and is held
+            if slow.held:
+                break
+            await asyncio.sleep(0.01)
+        assert slow.held == 1
+        newcomer = simulator.dataset.uninvoiced_customer_ids()[0]
+        simulator.dataset.add_invoice(customer_id=newcomer, total_ex_tax=Decimal("12.00"))
+        await simulator.webhooks.flush()
+        expected = str(Decimal(before["revenue"]["total"]) + Decimal("12.00"))
+        started = time.monotonic()
+        await _wait_for(client, "/api/simpro/revenue", lambda b: b["total"] == expected)
+        assert time.monotonic() - started < 2.0  # not behind the 3 s recount
+        assert (await client.get("/api/simpro/jobs")).json()["count"] == before["jobs"]["count"]
+        truth = simulator.truth()
+        await _wait_for(client, "/api/simpro/jobs", lambda b: b["count"] == truth.jobs)

@@ -8,8 +8,9 @@ an invoice whose entry did not change), so duplicates, replays and reordering ar
 harmless: the record is always fetched as it is now.
 
 Invoice events move customers, invoices and revenue through the ledger. Job and quote
-events recount jobs or quotes from `Result-Total` (one request for every event of a
-batch, since the count is all there is to know).
+events recount jobs or quotes from `Result-Total` (one request covers every event that
+arrived before it, since the count is all there is to know), beside the loop, so a slow
+recount never holds up invoice events.
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ class WebhookWorker:
         self._transport = transport
         self._consumer = f"{socket.gethostname()}-{id(self):x}-{int(time.time())}"
         self._task: asyncio.Task[None] | None = None
+        # Recounts run beside the loop, one per metric at a time, so a slow one (a running
+        # refresh to wait for, a rate-limited Simpro) never holds up invoice deliveries.
+        # Entries of deliveries that arrive meanwhile wait for the next recount: its count
+        # is read after them.
+        self._recount_waiting: dict[str, list[str]] = {}
+        self._recounts: dict[str, asyncio.Task[None]] = {}
         self.applied = 0
 
     def start(self) -> None:
@@ -86,6 +93,8 @@ class WebhookWorker:
     async def aclose(self) -> None:
         if self._task is not None:
             await stop_task(self._task)
+        for task in self._recounts.values():
+            await stop_task(task)
 
     async def _run(self) -> None:
         async with SimproClient(self._simpro, transport=self._transport) as client:
@@ -129,8 +138,28 @@ class WebhookWorker:
                 elif await self._apply(client, fields):
                     await self._redis.xack(self._stream, WEBHOOK_GROUP, entry_id)
             for metric, entry_ids in recounts.items():
+                self._queue_recount(metric, entry_ids)
+
+    def _queue_recount(self, metric: str, entry_ids: list[str]) -> None:
+        self._recount_waiting.setdefault(metric, []).extend(entry_ids)
+        running = self._recounts.get(metric)
+        if running is None or running.done():
+            self._recounts[metric] = asyncio.create_task(
+                self._recount_all(metric), name=f"webhook recount of {metric}"
+            )
+
+    async def _recount_all(self, metric: str) -> None:
+        """Recount until no delivery of `metric` waits; acknowledge what each one covered.
+
+        A recount that fails leaves its deliveries pending: they are claimed again after
+        `claim_idle` and recounted then.
+        """
+        while entry_ids := self._recount_waiting.pop(metric, []):
+            try:
                 if await self._recount(metric):
                     await self._redis.xack(self._stream, WEBHOOK_GROUP, *entry_ids)
+            except (RedisError, OSError) as exc:
+                log.warning("Webhook recount of %s: Redis failed (%s); will retry", metric, exc)
 
     def _ours(self, fields: dict[str, str]) -> bool:
         return int(fields.get("company", "0")) == self._simpro.company_id
