@@ -105,13 +105,21 @@ async def logout(request: Request) -> Response:
     return secured(response)
 
 
-@router.get("/api/state")
-async def state(request: Request) -> Response:
+def _signed_out(request: Request) -> Response | None:
+    """403 when the admin is disabled, 401 without a session; None when signed in."""
     context = context_of(request)
     if context is None:
         return _json({"error": _DISABLED}, 403)
     if session_of(request, context) is None:
         return _json({"error": "Not signed in: sign in at /admin"}, 401)
+    return None
+
+
+@router.get("/api/state")
+async def state(request: Request) -> Response:
+    refused = _signed_out(request)
+    if refused is not None:
+        return refused
     try:
         return _json(await dashboard_state(runtime_of(request)))
     except StoreError as exc:  # Redis answered but refused; being down is handled below it
@@ -121,11 +129,9 @@ async def state(request: Request) -> Response:
 @router.get("/api/growth.svg")
 async def growth_chart(request: Request) -> Response:
     """The customer growth chart (see chart.py) for `interval` = month, quarter or year."""
-    context = context_of(request)
-    if context is None:
-        return _json({"error": _DISABLED}, 403)
-    if session_of(request, context) is None:
-        return _json({"error": "Not signed in: sign in at /admin"}, 401)
+    refused = _signed_out(request)
+    if refused is not None:
+        return refused
     interval = request.query_params.get("interval", "month")
     if interval not in _INTERVALS:
         return _json({"error": "interval must be month, quarter or year"}, 400)
