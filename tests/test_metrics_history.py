@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from datetime import date
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simpro_counter.metrics import HistoryPoint, Interval, growth_history, period_of, to_csv
+from simpro_counter.metrics import (
+    HistoryPoint,
+    Interval,
+    growth_from_days,
+    growth_history,
+    period_of,
+    to_csv,
+)
 from simpro_counter.metrics.history import INTERVALS
 
 first_dates = st.dictionaries(
@@ -86,3 +94,18 @@ def test_csv() -> None:
 def test_unknown_interval() -> None:
     with pytest.raises(ValueError, match="interval must be one of"):
         growth_history({1: date(2024, 1, 1)}, "week")  # type: ignore[arg-type]
+
+
+@given(
+    first_dates=st.dictionaries(
+        st.integers(1, 10_000), st.dates(date(2015, 1, 1), date(2030, 12, 31)), max_size=200
+    ),
+    interval=st.sampled_from(INTERVALS),
+)
+def test_from_days_equals_from_first_dates(
+    first_dates: dict[int, date], interval: Interval
+) -> None:
+    """The ledger keeps customers per first day; grouping those gives the same history."""
+    per_day = Counter(first_dates.values())
+    per_day[date(2031, 1, 1)] = 0  # a day that starts nobody (all its customers moved on)
+    assert growth_from_days(per_day, interval) == growth_history(first_dates, interval)

@@ -42,6 +42,11 @@ class LedgerBuildingKeys:
 
     invoice_entries: str
     customer_invoices: str
+    customer_days: str
+    first_days: str
+
+    def all(self) -> tuple[str, str, str, str]:
+        return (self.invoice_entries, self.customer_invoices, self.customer_days, self.first_days)
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,19 @@ class LedgerKeys:
     """INCR on every change (each applied event and each rebuild)."""
     journal: str
     """Capped list of `version:invoice:entry` changes, replayed after a rebuild."""
+    customer_days: str
+    """Hash customerID -> the days of its dated invoices, `YYYY-MM-DD=n` sorted, joined by
+    commas (so its first day is known also after its earliest invoice goes)."""
+    first_days: str
+    """Hash YYYY-MM-DD -> customers whose first invoice is on that day (the growth history)."""
 
     def building(self, token: str) -> LedgerBuildingKeys:
         """The temporary keys of the rebuild identified by `token`."""
         return LedgerBuildingKeys(
             invoice_entries=f"{self.invoice_entries}:building:{token}",
             customer_invoices=f"{self.customer_invoices}:building:{token}",
+            customer_days=f"{self.customer_days}:building:{token}",
+            first_days=f"{self.first_days}:building:{token}",
         )
 
 
@@ -114,6 +126,8 @@ class Keys:
             customers=f"{stem}:customers",
             invoices=f"{stem}:invoices",
             revenue_cents=f"{stem}:revenue_cents",
+            customer_days=f"{stem}:customer_days",
+            first_days=f"{stem}:first_days",
             version=f"{stem}:version",
             journal=f"{stem}:journal",
         )

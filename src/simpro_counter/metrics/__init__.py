@@ -19,7 +19,7 @@ from .definitions import (
     result_total_metrics,
     scan_columns,
 )
-from .history import HistoryPoint, Interval, growth_history, period_of, to_csv
+from .history import HistoryPoint, Interval, growth_from_days, growth_history, period_of, to_csv
 from .invoices import InvoiceEntry, InvoiceFilter, InvoiceFold
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "MetricKind",
     "display_value",
     "format_value",
+    "growth_from_days",
     "growth_history",
     "invoice_metrics",
     "period_of",

@@ -60,9 +60,17 @@ def growth_history(first_dates: Mapping[int, date], interval: Interval) -> list[
     `first_dates` maps each customer ID to the date of its first invoice. The last point's
     `cumulative` equals `len(first_dates)`.
     """
+    return growth_from_days(Counter(first_dates.values()), interval)
+
+
+def growth_from_days(new_per_day: Mapping[date, int], interval: Interval) -> list[HistoryPoint]:
+    """As :func:`growth_history`, from how many customers started on each day."""
     if interval not in INTERVALS:
         raise ValueError(f"interval must be one of {INTERVALS}, not {interval!r}")
-    new = Counter(_index(day, interval) for day in first_dates.values())
+    new: Counter[int] = Counter()
+    for day, count in new_per_day.items():
+        new[_index(day, interval)] += count
+    new = +new  # drop days that start nobody
     if not new:
         return []
     points: list[HistoryPoint] = []

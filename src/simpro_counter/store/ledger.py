@@ -101,11 +101,13 @@ class LedgerCounts(NamedTuple):
         }
 
 
-class CustomerDates(NamedTuple):
-    first_dates: dict[int, date]
-    """Customer -> date of its earliest dated invoice."""
+class FirstDays(NamedTuple):
+    days: dict[date, int]
+    """Day -> customers whose first (dated) invoice is on that day."""
     customers: int
     """Customers with at least one invoice, dated or not."""
+    version: int
+    """The ledger version these were read at."""
 
 
 @dataclass(frozen=True)
@@ -158,11 +160,58 @@ class LedgerJournalGapError(StoreError):
 
 
 # KEYS (both scripts): invoice_entries, customer_invoices, customers, invoices,
-# revenue_cents, version, journal. `change(invoice, new)` sets the invoice's entry
-# (`customer|cents|date`, or "d" to delete) and keeps every count exact; it returns the
-# outcome. Cents go to INCRBY/DECRBY as the strings they are in the entry: a Lua number
-# would be a double, printed with 14 significant digits.
+# revenue_cents, version, journal, customer_days, first_days. `change(invoice, new)` sets
+# the invoice's entry (`customer|cents|date`, or "d" to delete) and keeps every count
+# exact; it returns the outcome. Cents go to INCRBY/DECRBY as the strings they are in the
+# entry: a Lua number would be a double, printed with 14 significant digits.
+#
+# The growth history is kept the same way: `customer_days` holds, per customer, the days
+# of its dated invoices as `YYYY-MM-DD=n` sorted and comma-joined (a few entries for most
+# customers), so its first day is always known, also after its earliest invoice goes;
+# `first_days` counts the customers whose first invoice is on each day.
 _CHANGE = """
+local function first_of(list)
+    return list and string.match(list, '^([^=]+)=') or nil
+end
+
+local function move_first(from, to)
+    if from == to then return end
+    if from and redis.call('HINCRBY', KEYS[9], from, -1) <= 0 then
+        redis.call('HDEL', KEYS[9], from)
+    end
+    if to then redis.call('HINCRBY', KEYS[9], to, 1) end
+end
+
+-- Add `delta` (1 or -1) invoices of `customer` on `day` to its sorted list of days.
+local function count_day(customer, day, delta)
+    local old = redis.call('HGET', KEYS[8], customer)
+    local days, found = {}, false
+    if old then
+        for item in string.gmatch(old, '[^,]+') do
+            local d, n = string.match(item, '^(.-)=(%d+)$')
+            n = tonumber(n)
+            if d == day then
+                found = true
+                n = n + delta
+            end
+            if not found and delta > 0 and d > day then
+                days[#days + 1] = day .. '=1'
+                found = true
+            end
+            if n > 0 then days[#days + 1] = d .. '=' .. n end
+        end
+    end
+    if not found and delta > 0 then days[#days + 1] = day .. '=1' end
+    local new = nil
+    if #days > 0 then
+        new = table.concat(days, ',')
+        redis.call('HSET', KEYS[8], customer, new)
+    else
+        redis.call('HDEL', KEYS[8], customer)
+    end
+    move_first(first_of(old), first_of(new))
+end
+
 local function change(inv, new)
     local old = redis.call('HGET', KEYS[1], inv)
     if new == 'd' then
@@ -171,7 +220,8 @@ local function change(inv, new)
         return 'unchanged'
     end
     if old then
-        local customer, cents = string.match(old, '^([^|]*)|([^|]*)|')
+        local customer, cents, day = string.match(old, '^([^|]*)|([^|]*)|(.*)$')
+        if customer ~= '' and day ~= '' then count_day(customer, day, -1) end
         if customer ~= '' and redis.call('HINCRBY', KEYS[2], customer, -1) <= 0 then
             redis.call('HDEL', KEYS[2], customer)
             redis.call('DECR', KEYS[3])
@@ -183,7 +233,8 @@ local function change(inv, new)
         redis.call('HDEL', KEYS[1], inv)
         return 'deleted'
     end
-    local customer, cents = string.match(new, '^([^|]*)|([^|]*)|')
+    local customer, cents, day = string.match(new, '^([^|]*)|([^|]*)|(.*)$')
+    if customer ~= '' and day ~= '' then count_day(customer, day, 1) end
     redis.call('HSET', KEYS[1], inv, new)
     if customer ~= '' and redis.call('HINCRBY', KEYS[2], customer, 1) == 1 then
         redis.call('INCR', KEYS[3])
@@ -220,10 +271,11 @@ return {outcome, c[1], c[2], c[3], c[4]}
 """
 )
 
-# KEYS[8], KEYS[9]: the temporary invoice_entries and customer_invoices (may not exist
-# when the scan found no invoices). ARGV: customers, invoices, revenue cents,
-# journal_from ("" = no replay), journal cap. Every version is journaled (events and the
-# rebuild marker `<version>:rebuild`), so consecutive versions prove that nothing was trimmed.
+# KEYS[10] to KEYS[13]: the temporary invoice_entries, customer_invoices, customer_days
+# and first_days (any may not exist, e.g. when the scan found no invoices). ARGV:
+# customers, invoices, revenue cents, journal_from ("" = no replay), journal cap. Every
+# version is journaled (events and the rebuild marker `<version>:rebuild`), so consecutive
+# versions prove that nothing was trimmed.
 # Returns {'gap', oldest journaled version} without touching anything, or
 # {'swapped', customers, invoices, revenue_cents, version, replayed}.
 _SWAP = (
@@ -246,13 +298,14 @@ if ARGV[4] ~= '' then
         end
     end
 end
-for i, key in ipairs({KEYS[8], KEYS[9]}) do
+for i, live in ipairs({1, 2, 8, 9}) do
+    local building = KEYS[9 + i]
     -- UNLINK frees the old hash in the background; RENAME over it would free it here,
     -- holding Redis (and this client's short timeout) for ~0.1 s per 300k invoices.
-    redis.call('UNLINK', KEYS[i])
-    if redis.call('EXISTS', key) == 1 then
-        redis.call('RENAME', key, KEYS[i])
-        redis.call('PERSIST', KEYS[i])
+    redis.call('UNLINK', KEYS[live])
+    if redis.call('EXISTS', building) == 1 then
+        redis.call('RENAME', building, KEYS[live])
+        redis.call('PERSIST', KEYS[live])
     end
 end
 redis.call('SET', KEYS[3], ARGV[1])
@@ -307,6 +360,8 @@ class InvoiceLedgerStore:
             k.revenue_cents,
             k.version,
             k.journal,
+            k.customer_days,
+            k.first_days,
         ]
 
     async def apply(self, invoice_id: int, entry: InvoiceEntry | Deleted) -> LedgerChange:
@@ -345,35 +400,31 @@ class InvoiceLedgerStore:
         return {invoice: entry[0] for invoice, entry in (await self.entries()).items()}
 
     async def first_invoice_dates(self) -> dict[int, date]:
-        """Each customer's earliest invoice date, from the ledger as it is now."""
-        return (await self.customer_growth()).first_dates
-
-    async def customer_growth(self) -> CustomerDates:
-        """Each customer's earliest invoice date, and how many customers there are, from
-        one pass over the ledger (so the two agree even while events arrive).
-
-        Read 2,000 entries per HSCAN step; a customer none of whose invoices has a date is
-        left out of `first_dates` but counted in `customers`. Callers cache the result by
-        :meth:`version`.
-        """
+        """Each customer's earliest invoice date, as the ledger keeps it (`customer_days`;
+        HSCAN, so for checks, not for hot paths). Customers without a dated invoice are
+        left out."""
         first: dict[int, date] = {}
-        customers: set[int] = set()
-        days: dict[str, date] = {}  # one date object per distinct day
-        async for _, text in self.client.hscan_iter(self.keys.invoice_entries, count=2_000):
-            customer, _, issued = text.split("|")
-            if not customer:
-                continue
-            key = int(customer)
-            customers.add(key)
-            if not issued:
-                continue
-            day = days.get(issued)
-            if day is None:
-                day = days[issued] = date.fromisoformat(issued)
-            known = first.get(key)
-            if known is None or day < known:
-                first[key] = day
-        return CustomerDates(first, len(customers))
+        async for customer, days in self.client.hscan_iter(self.keys.customer_days, count=2_000):
+            first[int(customer)] = date.fromisoformat(days.split("=", 1)[0])
+        return first
+
+    async def first_day_counts(self) -> FirstDays:
+        """How many customers had their first invoice on each day, with the customer count
+        and the version, read together (one MULTI): what the growth history is made of.
+
+        The hash has one field per day that starts a customer (a few thousand at most),
+        so this costs about a millisecond whatever the number of invoices.
+        """
+        k = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k.first_days)
+            pipe.mget([k.customers, k.version])
+            days, (customers, version) = await pipe.execute()
+        return FirstDays(
+            {date.fromisoformat(day): int(n) for day, n in days.items()},
+            int(customers or 0),
+            int(version or 0),
+        )
 
     async def rebuild(
         self,
@@ -406,7 +457,7 @@ class InvoiceLedgerStore:
         try:
             totals = await self._write_building(building, entries)
             reply = await self._swap(
-                keys=[*self._script_keys(), building.invoice_entries, building.customer_invoices],
+                keys=[*self._script_keys(), *building.all()],
                 args=[
                     totals.customers,
                     totals.invoices,
@@ -417,7 +468,7 @@ class InvoiceLedgerStore:
             )
         finally:
             # Gone after a successful swap (renamed); removes the leftovers otherwise.
-            await self.client.delete(building.invoice_entries, building.customer_invoices)
+            await self.client.delete(*building.all())
         if reply[0] == "gap":
             raise LedgerJournalGapError(
                 f"The ledger journal starts at version {reply[1]}, after {journal_from}: "
@@ -431,32 +482,33 @@ class InvoiceLedgerStore:
         self, building: LedgerBuildingKeys, entries: Iterable[tuple[int, InvoiceEntry]]
     ) -> LedgerCounts:
         """Fill the temporary hashes: many fields per HSET, many HSETs per round trip."""
-        await self.client.delete(building.invoice_entries, building.customer_invoices)
+        await self.client.delete(*building.all())
         per_customer: Counter[int] = Counter()
+        days_of: dict[int, Counter[date]] = {}
         invoices = cents = 0
         chunks: list[dict[FieldT, EncodableT]] = []
         chunk: dict[FieldT, EncodableT] = {}
         for invoice_id, entry in entries:
             chunk[str(int(invoice_id))] = encode_entry(entry)
             invoices += 1
-            cents += entry[1]
-            if entry[0] is not None:
-                per_customer[entry[0]] += 1
+            customer, amount, issued = entry
+            cents += amount
+            if customer is not None:
+                per_customer[customer] += 1
+                if issued is not None:
+                    days_of.setdefault(customer, Counter())[issued] += 1
             if len(chunk) == _FIELDS_PER_COMMAND:
                 chunks.append(chunk)
                 chunk = {}
         chunks.append(chunk)
         await self._write_hash(building.invoice_entries, chunks)
-        customer_items: list[tuple[FieldT, EncodableT]] = [
-            (str(c), n) for c, n in per_customer.items()
-        ]
+        await self._write_hash(building.customer_invoices, _chunked(per_customer.items()))
         await self._write_hash(
-            building.customer_invoices,
-            [
-                dict(customer_items[i : i + _FIELDS_PER_COMMAND])
-                for i in range(0, len(customer_items), _FIELDS_PER_COMMAND)
-            ],
+            building.customer_days,
+            _chunked((customer, encode_days(days)) for customer, days in days_of.items()),
         )
+        first_days = Counter(min(days).isoformat() for days in days_of.values())
+        await self._write_hash(building.first_days, _chunked(first_days.items()))
         return LedgerCounts(len(per_customer), invoices, cents, 0)
 
     async def _write_hash(self, key: str, chunks: list[dict[FieldT, EncodableT]]) -> None:
@@ -471,6 +523,19 @@ class InvoiceLedgerStore:
 
 
 _FIELDS_PER_COMMAND = 1_000
+
+
+def _chunked(items: Iterable[tuple[object, object]]) -> list[dict[FieldT, EncodableT]]:
+    """Fields for HSET, `_FIELDS_PER_COMMAND` per command."""
+    pairs = [(str(field), str(value)) for field, value in items]
+    return [
+        dict(pairs[i : i + _FIELDS_PER_COMMAND]) for i in range(0, len(pairs), _FIELDS_PER_COMMAND)
+    ]
+
+
+def encode_days(days: Counter[date]) -> str:
+    """A customer's invoice days as `customer_days` keeps them: `2024-03-05=2,2024-07-01=1`."""
+    return ",".join(f"{day.isoformat()}={n}" for day, n in sorted(days.items()) if n > 0)
 
 
 def _counts(values: Sequence[str | bytes | None]) -> LedgerCounts:
