@@ -6,9 +6,10 @@ fills it with the whole past, webhooks and incremental syncs keep it current), s
 history is exact from the first scan on and moves with every event, like the count.
 
 Reading it is one MULTI of a hash with a field per starting day (about a millisecond,
-whatever the number of invoices: `docs/performance.md`). The periods of each interval are
-cached by ledger version. When Redis cannot be read, the last history read here is
-served; with none, `HistoryUnavailableError`.
+whatever the number of invoices: `docs/performance.md`); while the ledger's version does
+not change, one GET of it. The periods of each interval are cached by version. When
+Redis cannot be read, the last history read here is served; with none,
+`HistoryUnavailableError`.
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ class CustomerGrowth:
     async def _first_days(self) -> tuple[FirstDays, float]:
         async with self._lock:  # concurrent requests share one read
             try:
+                if self._read is not None and self._read[0].version == (
+                    await self._ledger.version()
+                ):
+                    return self._read  # unchanged: one GET
                 first = await self._ledger.first_day_counts()
             except (RedisError, OSError, StoreError) as exc:
                 if self._read is None:

@@ -9,6 +9,9 @@ the invoices the invoice filter counts, under `Keys.ledger`:
   invoice without customer, date "" when Simpro sent none);
 - `customer_invoices`: hash customerID -> number of its invoices (absent at 0);
 - `customers` / `invoices` / `revenue_cents`: the counts as strings, read with one MGET;
+- `customer_days`: hash customerID -> the days of its dated invoices, `YYYY-MM-DD=n`
+  sorted and comma-joined; `first_days`: hash day -> customers whose first invoice is on
+  it (the growth history, kept by every event like the counts);
 - `version`: INCR on every change; `journal`: capped list of the recent changes.
 
 Format 2 (`LEDGER_FORMAT`): format 1 (issue 5) kept only the customer, under
@@ -30,8 +33,9 @@ customer IDs with a Zipf-like skew (13,726 of them invoiced, 1 invoice in 50 wit
 customer), ex-tax amounts of $10 to $10,000 (5 to 6 digits of cents typically, 2% credit
 notes) issued over five years, see
 `tests/test_store_ledger.py::test_memory_per_100k_invoices`: per 100,000 invoices
-`invoice_entries` 9.30 MB + `customer_invoices` 1.12 MB = ~10.4 MB (format 1, customer
-only, on the same invoices: `invoice_customer` 8.25 MB + 1.12 MB = ~9.4 MB). The journal
+`invoice_entries` 9.30 MB + `customer_invoices` 1.12 MB + `customer_days` 2.16 MB +
+`first_days` 0.14 MB = ~12.7 MB (format 1, customer only, on the same invoices:
+`invoice_customer` 8.25 MB + 1.12 MB = ~9.4 MB). The journal
 at its cap of 10,000 entries adds about 0.4 MB. A rebuild holds a second copy until its
 swap.
 Both hashes are far beyond the 128-entry compact (ziplist / 7.x listpack) limit, so
