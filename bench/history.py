@@ -8,14 +8,15 @@ customer invoiced from its own first day on, over six years; amounts of $10 to $
 
 - the baseline: one `HGETALL` of `invoice_entries`, the least Redis work that reads
   every entry (one command, every field and value decoded by the client);
-- an HSCAN pass over the same hash without parsing, then `first_invoice_dates()` (the
-  HSCAN pass plus parsing and the per-customer minimum): what a history request costs
-  after the ledger changed;
-- `CustomerGrowth.history("month", ready=True)`: its first call (version and the HSCAN
-  pass), then calls while the ledger version did not change (cached dates and periods);
+- the first dates recomputed from every entry by an HSCAN pass (what a history read
+  would cost if the ledger did not keep them);
+- `first_day_counts()`: the first days the ledger keeps (one MULTI of `first_days`);
+- `CustomerGrowth.history("month", ready=True)` right after an `apply()` (read and
+  group), and while the ledger version does not change (cached);
+- `apply()` of an invoice of the busiest customer (keeping its days parses its day list);
 - `growth_history(...)` per month, quarter and year over the first dates (pure Python);
-- the memory of the format-2 ledger (`MEMORY USAGE ... SAMPLES 0` of `invoice_entries`
-  and `customer_invoices`), and of format 1's customer-only hash of the same invoices.
+- the memory of the format-2 ledger (`MEMORY USAGE ... SAMPLES 0` of its four hashes),
+  and of format 1's customer-only hash of the same invoices.
 
 Run: `.venv/bin/python -m bench.history [--record]`.
 """
@@ -52,7 +53,7 @@ YEARS = 6
 FIRST_DAY = date(2020, 1, 1)
 INTERVALS: tuple[Interval, ...] = ("month", "quarter", "year")
 # HGETALL of a large hash may take longer than the service's 0.25 s socket timeout; the
-# service itself never sends one (it reads the ledger by HSCAN, 2,000 entries a step).
+# service itself never sends one.
 TIMEOUT_SECONDS = 30.0
 
 

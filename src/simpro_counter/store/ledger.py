@@ -14,7 +14,7 @@ the invoices the invoice filter counts, under `Keys.ledger`:
   it (the growth history, kept by every event like the counts);
 - `version`: INCR on every change; `journal`: capped list of the recent changes.
 
-Format 2 (`LEDGER_FORMAT`): format 1 (issue 5) kept only the customer, under
+Format 2 (`LEDGER_FORMAT`): format 1, the first version, kept only the customer, under
 `invoice_customer`. The new hash has a new name, so a format-1 ledger is never misread;
 values record the format they were built with (`ledgerFormat`) and nothing is published
 from the ledger until a full refresh has rebuilt it in this format.
@@ -393,7 +393,7 @@ class InvoiceLedgerStore:
 
     async def entries(self, *, batch: int = 2_000) -> dict[int, InvoiceEntry]:
         """Every invoice counted and its entry (HSCAN in batches, so Redis is never blocked
-        for long; for the growth history and for checks, not for hot paths)."""
+        for long; for checks, not for hot paths)."""
         found: dict[int, InvoiceEntry] = {}
         async for invoice, text in self.client.hscan_iter(self.keys.invoice_entries, count=batch):
             found[int(invoice)] = decode_entry(text)

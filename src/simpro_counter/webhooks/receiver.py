@@ -36,7 +36,7 @@ KNOWN_EVENTS = frozenset(
 )
 
 
-class BadDelivery(ValueError):  # noqa: N818 (the name the brief asked for)
+class BadDelivery(ValueError):  # noqa: N818 (a public name, kept for compatibility)
     """The body is not a delivery this service understands; the message says why."""
 
     def __init__(self, message: str) -> None:
