@@ -129,8 +129,7 @@ def main() -> None:
             f"- {level} connections: counter throughput **"
             f"{counter.requests_per_second / trivial.requests_per_second:.2f}** of the trivial "
             f"endpoint's (target ≥ 0.8), p99 **{counter.p99_ms:.2f} ms** "
-            f"(baseline {trivial.p99_ms:.2f} ms"
-            + ("; target < 2 ms)." if level == 32 else ").")
+            f"(baseline {trivial.p99_ms:.2f} ms" + ("; target < 2 ms)." if level == 32 else ").")
         )
     text = "\n".join(lines)
     print(text)

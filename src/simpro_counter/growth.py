@@ -7,8 +7,8 @@ history is exact from the first scan on and moves with every event, like the cou
 
 Reading it is one MULTI of a hash with a field per starting day (about 2 ms with the
 grouping into periods, whatever the number of invoices: `docs/performance.md`); while the
-ledger's version does not change, one GET of it. The periods of each interval are cached by version. When
-Redis cannot be read, the last history read here is served; with none,
+ledger's version does not change, one GET of it. The periods of each interval are cached
+by version. When Redis cannot be read, the last history read here is served; with none,
 `HistoryUnavailableError`.
 """
 
