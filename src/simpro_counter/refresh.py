@@ -91,7 +91,7 @@ async def publish_from_ledger(
         counts = await ledger.counts()
         values = counts.metric_values()
         behind = False
-        for metric in invoice_metric_names():
+        for metric in group_members(INVOICE_GROUP):
             current = await store.read(metric)
             if current is None or not built_on_ledger(current, invoice_filter):
                 return False  # no full scan behind the ledger yet: its counts are partial
@@ -107,10 +107,6 @@ async def publish_from_ledger(
         if not behind:
             return True
     return True
-
-
-def invoice_metric_names() -> tuple[str, ...]:
-    return tuple(name for name in METRICS if refresh_group(name) == INVOICE_GROUP)
 
 
 @dataclass(frozen=True)

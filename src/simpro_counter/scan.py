@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from simpro_counter.errors import ScanIncompleteError, SimproDataError
 from simpro_counter.metrics import InvoiceFilter, InvoiceFold, scan_columns
-from simpro_counter.simpro import SimproClient, parse_id
+from simpro_counter.simpro import SimproClient
 from simpro_counter.simpro.client import Page, Params, Record
 
 INVOICES = "invoices"
@@ -90,18 +90,6 @@ class ScanReport:
             "reconciled": self.reconciled,
             "cursor": self.cursor,
         }
-
-
-def customer_id(record: Record, invoice_id: int) -> int | None:
-    """The invoice's customer ID; None when Simpro sends `Customer: null`."""
-    if "Customer" not in record:
-        raise SimproDataError(f"invoice {invoice_id} has no Customer field")
-    customer = record["Customer"]
-    if customer is None:
-        return None
-    if not isinstance(customer, dict):
-        raise SimproDataError(f"invoice {invoice_id}: Customer is {customer!r}, not an object")
-    return parse_id(customer.get("ID"), what=f"invoice {invoice_id}: Customer.ID")
 
 
 def ids_in(sorted_ids: list[int], id_range: IdRange) -> list[int]:
@@ -257,7 +245,7 @@ class _Scan:
         return invoice_id
 
     def _take(self, page: Page, marks: list[int], where: str) -> tuple[int, int] | None:
-        """Apply a page to the ledger; its lowest and highest invoice IDs (None when empty)."""
+        """Apply a page to the fold; its lowest and highest invoice IDs (None when empty)."""
         self.pages += 1
         ids = [self._apply(record, where) for record in page.records]
         self.observer.page_done(len(page.records), self.client.stats.retries)

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Request, Response
 
 from simpro_counter.growth import GrowthHistory, HistoryUnavailableError
 from simpro_counter.metrics import Interval, to_csv
-from simpro_counter.refresh import CUSTOMERS
 from simpro_counter.web.http import iso, json_response, runtime_of
 from simpro_counter.web.reads import RETRY_AFTER_SECONDS, etag_matches
 
@@ -35,11 +34,8 @@ async def get_history(
     interval: Annotated[Interval, Query(description="Period length")] = "month",
     format: Annotated[Literal["json", "csv"], Query(description="`csv` downloads a file")] = "json",
 ) -> Response:
-    runtime = runtime_of(request)
-    current = await runtime.store.read(CUSTOMERS)
-    ready = current is not None and runtime.refresher.built_on_ledger(current)
     try:
-        growth = await runtime.growth.history(interval, ready=ready)
+        growth = await runtime_of(request).growth_history(interval)
     except HistoryUnavailableError as exc:
         return json_response(
             {"interval": interval, "history": None, "error": str(exc)},

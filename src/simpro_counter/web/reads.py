@@ -90,9 +90,6 @@ class CounterReads:
         self._last_stale_trigger: dict[str, float] = {}
         self._last_served_log: dict[tuple[str, str], float] = {}
 
-    async def customers(self, if_none_match: bytes | None) -> Answer:
-        return await self.read("customers", if_none_match)
-
     async def read(self, metric: str, if_none_match: bytes | None) -> Answer:
         """The answer for `GET /api/simpro/{metric}` (`metric` must be in METRICS)."""
         value = await self._store.read(metric)

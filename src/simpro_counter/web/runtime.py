@@ -11,9 +11,10 @@ from dataclasses import dataclass, field, replace
 import httpx
 from redis.asyncio import Redis
 
-from simpro_counter.growth import CustomerGrowth
+from simpro_counter.growth import CustomerGrowth, GrowthHistory
 from simpro_counter.keys import Keys
-from simpro_counter.refresh import Refresher
+from simpro_counter.metrics import Interval
+from simpro_counter.refresh import CUSTOMERS, Refresher
 from simpro_counter.scheduler import Scheduler
 from simpro_counter.settings import Settings, SimproConfig
 from simpro_counter.simpro import SimproClient
@@ -130,6 +131,13 @@ class Runtime:
             await self.queue_client.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)  # it logs that it stopped
+
+    async def growth_history(self, interval: Interval) -> GrowthHistory:
+        """The customer growth history; `HistoryUnavailableError` until a full scan has
+        rebuilt the ledger under the current rules (a partial ledger gives a wrong one)."""
+        current = await self.store.read(CUSTOMERS)
+        ready = current is not None and self.refresher.built_on_ledger(current)
+        return await self.growth.history(interval, ready=ready)
 
     async def simpro_reachable(self) -> tuple[bool, str]:
         """Whether Simpro answered recently (cached, so probes do not spend the rate limit)."""

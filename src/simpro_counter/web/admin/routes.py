@@ -135,11 +135,8 @@ async def growth_chart(request: Request) -> Response:
     interval = request.query_params.get("interval", "month")
     if interval not in _INTERVALS:
         return _json({"error": "interval must be month, quarter or year"}, 400)
-    runtime = runtime_of(request)
     try:
-        current = await runtime.store.read(CUSTOMERS)
-        ready = current is not None and runtime.refresher.built_on_ledger(current)
-        growth = await runtime.growth.history(_INTERVALS[interval], ready=ready)
+        growth = await runtime_of(request).growth_history(_INTERVALS[interval])
     except (HistoryUnavailableError, StoreError) as exc:
         response = _json({"error": str(exc)}, 503)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
