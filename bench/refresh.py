@@ -23,8 +23,7 @@ from datetime import UTC, datetime
 
 from bench.record import record
 from simpro_counter.scan import ScanReport, scan_customers
-from simpro_counter.settings import SimproConfig
-from simpro_counter.simpro import SimproClient
+from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.simulator import SimulatorConfig, running_simulator
 
 

@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import stamina
 
-from simpro_counter.settings import SimproConfig
-from simpro_counter.simpro import SimproClient
+from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.simulator import (
     RunningSimulator,
     Simulator,

@@ -34,8 +34,8 @@ from simpro_counter.metrics import (
     refresh_group,
 )
 from simpro_counter.scan import ScanObserver, ScanReport, scan_invoices
-from simpro_counter.settings import Settings, SimproConfig, simpro_config
-from simpro_counter.simpro import SimproClient
+from simpro_counter.settings import Settings, simpro_config
+from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.store.base import Store
 from simpro_counter.store.ledger import (
     LEDGER_FORMAT,

@@ -6,7 +6,6 @@ Nothing else in the package reads `os.environ`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from simpro_counter.errors import ConfigError
 from simpro_counter.keys import DEFAULT_PREFIX, LOCK_TTL_SECONDS
+from simpro_counter.simpro.config import SimproConfig
 
 DEMO_HINT = "`simpro-counter demo` runs without Simpro"
 
@@ -141,32 +141,6 @@ class Settings(BaseSettings):
 
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
-
-
-@dataclass(frozen=True)
-class SimproConfig:
-    """What the Simpro client needs, validated: a URL and exactly one way to authenticate."""
-
-    base_url: str
-    company_id: int = 0
-    api_key: str | None = None
-    client_id: str | None = None
-    client_secret: str | None = None
-    rate_limit: float = 10.0
-    page_size: int = 250
-    timeout: float = 30.0
-    max_in_flight: int = 16
-    retry_attempts: int = 8
-    retry_timeout: float = 120.0
-
-    @property
-    def api_root(self) -> str:
-        return self.base_url.rstrip("/") + "/api/v1.0/"
-
-    @property
-    def credential_setting(self) -> str:
-        """The setting(s) to check when Simpro refuses the credentials."""
-        return "SIMPRO_API_KEY" if self.api_key else "SIMPRO_CLIENT_ID and SIMPRO_CLIENT_SECRET"
 
 
 def load_settings() -> Settings:

@@ -20,7 +20,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from simpro_counter.errors import SimproDataError
-from simpro_counter.simpro.ids import parse_id
+from simpro_counter.ids import parse_id
 
 CENT = Decimal("0.01")
 # No real invoice comes near ten trillion; an amount beyond it is broken data, refused

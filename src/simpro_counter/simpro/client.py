@@ -25,8 +25,8 @@ from simpro_counter.errors import (
     SimproRequestError,
     SimproUnavailableError,
 )
-from simpro_counter.settings import SimproConfig
 from simpro_counter.simpro.auth import ApiKeyAuth, ClientCredentialsAuth
+from simpro_counter.simpro.config import SimproConfig
 from simpro_counter.simpro.retry import (
     TransientError,
     backoff_for,

@@ -16,8 +16,8 @@ from simpro_counter.keys import Keys
 from simpro_counter.metrics import Interval
 from simpro_counter.refresh import CUSTOMERS, Refresher
 from simpro_counter.scheduler import Scheduler
-from simpro_counter.settings import Settings, SimproConfig
-from simpro_counter.simpro import SimproClient
+from simpro_counter.settings import Settings
+from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.store import EmbeddedRedis, ResilientStore, connect
 from simpro_counter.store.ledger import InvoiceLedgerStore
 from simpro_counter.telemetry import Telemetry

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simpro_counter.errors import SimproDataError
-from simpro_counter.simpro import parse_id
+from simpro_counter.ids import parse_id
 
 # Event family (everything before the last dot) -> the reference key of the record's ID.
 ID_KEYS = {

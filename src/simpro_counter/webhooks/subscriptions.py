@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from simpro_counter.errors import SimproDataError
-from simpro_counter.simpro import SimproClient, parse_id
+from simpro_counter.ids import parse_id
+from simpro_counter.simpro import SimproClient
 
 RESOURCE = "setup/webhooks"
 # What keeps the counters current: every change to an invoice (customers, invoices,

@@ -29,8 +29,7 @@ from simpro_counter.errors import RefreshRunningError, SimproCounterError, Simpr
 from simpro_counter.keys import WEBHOOK_GROUP, Keys
 from simpro_counter.metrics import METRICS, InvoiceFold
 from simpro_counter.refresh import Refresher, publish_from_ledger
-from simpro_counter.settings import SimproConfig
-from simpro_counter.simpro import SimproClient
+from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.store.base import Store
 from simpro_counter.store.ledger import DELETED, InvoiceLedgerStore
 from simpro_counter.store.tasks import stop_task

@@ -1,4 +1,8 @@
-"""Lenient parsing of Simpro IDs: `52` and `"52"` are the same record."""
+"""Lenient parsing of Simpro IDs: `52` and `"52"` are the same record.
+
+Dependency-free (only `errors`), so the pure parsing in `metrics/` can use it without
+loading the HTTP client.
+"""
 
 from __future__ import annotations
 
