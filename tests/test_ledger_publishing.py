@@ -22,6 +22,7 @@ from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.store import MemoryStore, MetricValue, ResilientStore, connect
 from simpro_counter.store.ledger import InvoiceLedgerStore
 from simpro_counter.webhooks.worker import WebhookWorker
+from simpro_counter.wiring import build_refresher
 
 INVOICE_METRICS = ("customers", "invoices", "revenue")
 
@@ -72,7 +73,7 @@ async def parts(redis_url: str, seed: int) -> AsyncIterator[Parts]:
     store = ResilientStore(client, keys)
     await store.start()
     ledger = InvoiceLedgerStore(client, keys)
-    refresher = Refresher.from_settings(settings, store, ledger, transport=simulator.transport())
+    refresher = build_refresher(settings, store, ledger, transport=simulator.transport())
     worker = WebhookWorker(
         client,
         keys,

@@ -34,7 +34,6 @@ from simpro_counter.metrics import (
     refresh_group,
 )
 from simpro_counter.scan import ScanObserver, ScanReport, scan_invoices
-from simpro_counter.settings import Settings, simpro_config
 from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.store.base import Store
 from simpro_counter.store.ledger import (
@@ -154,31 +153,6 @@ class Refresher:
         self.currency = currency
         self._running: dict[str, asyncio.Task[dict[str, MetricValue]]] = {}
         self._background: set[asyncio.Task[None]] = set()
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        store: Store,
-        ledger: InvoiceLedgerStore | None,
-        *,
-        telemetry: Telemetry | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> Refresher:
-        """The refresher the service and `simpro-counter refresh` both run."""
-        return cls(
-            store,
-            simpro_config(settings),
-            ttl=settings.customer_count_ttl,
-            telemetry=telemetry,
-            transport=transport,
-            ledger=ledger,
-            lock_ttl=settings.refresh_lock_ttl,
-            invoice_filter=InvoiceFilter.of(
-                types=settings.invoice_type_list, stages=settings.invoice_stage_list
-            ),
-            currency=settings.currency,
-        )
 
     def can_sync(self, value: MetricValue) -> bool:
         return can_sync(value, self.invoice_filter)

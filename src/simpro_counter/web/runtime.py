@@ -1,4 +1,8 @@
-"""Everything one app instance runs: Redis (maybe embedded), the store, refresher, scheduler."""
+"""Everything one app instance runs: Redis (maybe embedded), the store, refresher, scheduler.
+
+The parts are built by the composition root (`wiring.py`); this module holds them for the
+routes, starts them in order and stops them in reverse.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,22 @@ import httpx
 from redis.asyncio import Redis
 
 from simpro_counter.growth import CustomerGrowth, GrowthHistory
-from simpro_counter.keys import Keys
 from simpro_counter.metrics import Interval
 from simpro_counter.refresh import CUSTOMERS, Refresher
 from simpro_counter.scheduler import Scheduler
 from simpro_counter.settings import Settings
 from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.store import EmbeddedRedis, ResilientStore, connect
-from simpro_counter.store.ledger import InvoiceLedgerStore
 from simpro_counter.telemetry import Telemetry
 from simpro_counter.web.reads import CounterReads
-from simpro_counter.webhooks.worker import QUEUE_TIMEOUT, WebhookWorker
+from simpro_counter.webhooks.worker import WebhookWorker
+from simpro_counter.wiring import (
+    build_counting,
+    build_scheduler,
+    build_webhook_worker,
+    connect_queue,
+    start_service_redis,
+)
 
 log = logging.getLogger("simpro_counter")
 
@@ -55,54 +64,29 @@ class Runtime:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Runtime:
-        embedded: EmbeddedRedis | None = None
-        url = settings.redis_url
-        if not url:
-            embedded = EmbeddedRedis(settings.data_dir)
-            await asyncio.to_thread(embedded.start)
-            url = embedded.url
+        url, embedded = await start_service_redis(settings)
         redis_client = connect(url)
-        keys = Keys(settings.key_prefix)
-        store = ResilientStore(redis_client, keys)
-        ledger = InvoiceLedgerStore(redis_client, keys)
+        counting = build_counting(settings, redis_client, transport=transport)
+        store = counting.store
         await store.start()
         if store.redis_healthy:  # when it is not, the store has said so already
             log.info("Redis connected at %s", store.redis_location)
-        telemetry = Telemetry()
-        # The webhook worker's own client: a blocking queue read needs a longer timeout.
-        queue_client = connect(url, timeout=QUEUE_TIMEOUT)
-        refresher = Refresher.from_settings(
-            settings, store, ledger, telemetry=telemetry, transport=transport
-        )
-        scheduler = Scheduler(
-            store,
-            refresher,
-            interval=settings.refresh_check_interval,
-            full_every=settings.full_reconcile_interval,
-        )
+        queue_client = connect_queue(url)
+        scheduler = build_scheduler(settings, counting)
         runtime = cls(
             settings=settings,
             simpro=simpro,
             store=store,
             redis_client=redis_client,
-            refresher=refresher,
+            refresher=counting.refresher,
             scheduler=scheduler,
-            telemetry=telemetry,
-            reads=CounterReads(store, refresher, telemetry, currency=settings.currency),
-            growth=CustomerGrowth(ledger),
-            webhooks=(
-                WebhookWorker(
-                    queue_client,
-                    keys,
-                    store,
-                    ledger,
-                    simpro,
-                    refresher,
-                    transport=transport,
-                    claim_idle=settings.webhook_claim_idle,
-                )
-                if settings.webhook_secret
-                else None
+            telemetry=counting.telemetry,
+            reads=CounterReads(
+                store, counting.refresher, counting.telemetry, currency=settings.currency
+            ),
+            growth=CustomerGrowth(counting.ledger),
+            webhooks=build_webhook_worker(
+                settings, simpro, queue_client, counting, transport=transport
             ),
             embedded=embedded,
             transport=transport,

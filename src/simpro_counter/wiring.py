@@ -1,0 +1,142 @@
+"""The composition root: the parts the service and the command line run, built from the
+settings in one place.
+
+`web/runtime.py` (the service) and `simpro-counter refresh` build their Redis, store,
+ledger and refresher here, so a new part or setting is wired once. This is the only
+module that turns :class:`Settings` into parts; it imports the parts and never `web/` or
+`cli/`, which import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+
+from simpro_counter.keys import Keys
+from simpro_counter.metrics import InvoiceFilter
+from simpro_counter.refresh import Refresher
+from simpro_counter.scheduler import Scheduler
+from simpro_counter.settings import Settings, simpro_config
+from simpro_counter.simpro import SimproConfig
+from simpro_counter.store import EmbeddedRedis, ResilientStore, connect
+from simpro_counter.store.ledger import InvoiceLedgerStore
+from simpro_counter.store.locate import open_redis
+from simpro_counter.telemetry import Telemetry
+from simpro_counter.webhooks.worker import QUEUE_TIMEOUT, WebhookWorker
+
+
+@dataclass(frozen=True)
+class Counting:
+    """The parts that count and publish, over one Redis client."""
+
+    keys: Keys
+    store: ResilientStore
+    ledger: InvoiceLedgerStore
+    refresher: Refresher
+    telemetry: Telemetry
+
+
+def build_refresher(
+    settings: Settings,
+    store: ResilientStore,
+    ledger: InvoiceLedgerStore | None,
+    *,
+    telemetry: Telemetry | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Refresher:
+    """The refresher the service and `simpro-counter refresh` both run."""
+    return Refresher(
+        store,
+        simpro_config(settings),
+        ttl=settings.customer_count_ttl,
+        telemetry=telemetry,
+        transport=transport,
+        ledger=ledger,
+        lock_ttl=settings.refresh_lock_ttl,
+        invoice_filter=InvoiceFilter.of(
+            types=settings.invoice_type_list, stages=settings.invoice_stage_list
+        ),
+        currency=settings.currency,
+    )
+
+
+def build_counting(
+    settings: Settings,
+    redis_client: Redis,
+    *,
+    telemetry: Telemetry | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Counting:
+    """Store, ledger and refresher over `redis_client` (the store is not started yet)."""
+    keys = Keys(settings.key_prefix)
+    store = ResilientStore(redis_client, keys)
+    ledger = InvoiceLedgerStore(redis_client, keys)
+    telemetry = telemetry or Telemetry()
+    refresher = build_refresher(settings, store, ledger, telemetry=telemetry, transport=transport)
+    return Counting(keys, store, ledger, refresher, telemetry)
+
+
+def build_scheduler(settings: Settings, counting: Counting) -> Scheduler:
+    """The background loop that refreshes missing and stale values (not started yet)."""
+    return Scheduler(
+        counting.store,
+        counting.refresher,
+        interval=settings.refresh_check_interval,
+        full_every=settings.full_reconcile_interval,
+    )
+
+
+def connect_queue(redis_url: str) -> Redis:
+    """The webhook worker's own client: a blocking queue read needs a longer socket
+    timeout than the store's client has."""
+    return connect(redis_url, timeout=QUEUE_TIMEOUT)
+
+
+def build_webhook_worker(
+    settings: Settings,
+    simpro: SimproConfig,
+    queue_client: Redis,
+    counting: Counting,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> WebhookWorker | None:
+    """The worker applying queued deliveries (not started yet); None without
+    WEBHOOK_SECRET, since no delivery can then be received."""
+    if not settings.webhook_secret:
+        return None
+    return WebhookWorker(
+        queue_client,
+        counting.keys,
+        counting.store,
+        counting.ledger,
+        simpro,
+        counting.refresher,
+        transport=transport,
+        claim_idle=settings.webhook_claim_idle,
+    )
+
+
+async def start_service_redis(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
+    """The service's Redis URL: REDIS_URL, else an embedded redis-server started now in
+    DATA_DIR (returned too: the caller stops it)."""
+    if settings.redis_url:
+        return settings.redis_url, None
+    embedded = EmbeddedRedis(settings.data_dir)
+    await asyncio.to_thread(embedded.start)
+    return embedded.url, embedded
+
+
+@asynccontextmanager
+async def open_counting(settings: Settings) -> AsyncIterator[tuple[Counting, str]]:
+    """The counting parts of a command-line run and where its Redis is: the one
+    :func:`~simpro_counter.store.locate.open_redis` picks. The store is started and closed
+    with it, so a run uses the same store, ledger and lock the service does."""
+    async with open_redis(settings.redis_url, settings.data_dir) as (redis_client, where):
+        counting = build_counting(settings, redis_client)
+        async with counting.store:
+            yield counting, where
