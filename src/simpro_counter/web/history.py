@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
+from simpro_counter.contract import HistoryAnswer
 from simpro_counter.growth import GrowthHistory, HistoryUnavailableError
 from simpro_counter.metrics import Interval, to_csv
 from simpro_counter.web.http import iso, json_response, runtime_of
@@ -22,6 +23,7 @@ _CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=600"
     summary="Customer growth: new customers per period and the running total",
     responses={
         200: {
+            "model": HistoryAnswer,
             "description": "`history` oldest first, periods without gaps; with "
             "`format=csv`, the same as `period,new,cumulative` lines",
             "content": {"text/csv": {}},

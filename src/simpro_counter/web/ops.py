@@ -7,18 +7,23 @@ import time
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from simpro_counter.contract import Health, Readiness
 from simpro_counter.metrics import METRICS
 from simpro_counter.web.http import json_response, runtime_of
 
 router = APIRouter()
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers", responses={200: {"model": Health}})
 async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness: Redis and Simpro reachable")
+@router.get(
+    "/readyz",
+    summary="Readiness: Redis and Simpro reachable",
+    responses={200: {"model": Readiness}, 503: {"model": Readiness, "description": "Not ready"}},
+)
 async def readyz(request: Request) -> Response:
     runtime = runtime_of(request)
     redis_ok = await runtime.store.ping()
