@@ -74,3 +74,15 @@ def test_invoice_parsing_loads_neither_the_http_client_nor_its_retries() -> None
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_deployment_check_loads_none_of_the_service() -> None:
+    probe = (
+        "import sys, simpro_counter.check; "
+        "print(sorted(m for m in ('fastapi', 'redis', 'stamina', 'simpro_counter.web') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"

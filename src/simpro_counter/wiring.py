@@ -1,8 +1,9 @@
 """The composition root: the parts the service and the command line run, built from the
 settings in one place.
 
-`web/runtime.py` (the service) and `simpro-counter refresh` build their Redis, store,
-ledger and refresher here, so a new part or setting is wired once. This is the only
+The service (:func:`build_service`, held by `web/runtime.py`) and `simpro-counter refresh`
+(:func:`open_counting`) build their Redis, store, ledger and refresher here, so a new part
+or setting is wired once. This is the only
 module that turns :class:`Settings` into parts; it imports the parts and never `web/` or
 `cli/`, which import it.
 """
@@ -10,6 +11,7 @@ module that turns :class:`Settings` into parts; it imports the parts and never `
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import httpx
 from redis.asyncio import Redis
 
+from simpro_counter.growth import CustomerGrowth
 from simpro_counter.keys import Keys
 from simpro_counter.metrics import InvoiceFilter
 from simpro_counter.refresh import Refresher
@@ -28,6 +31,8 @@ from simpro_counter.store.ledger import InvoiceLedgerStore
 from simpro_counter.store.locate import open_redis
 from simpro_counter.telemetry import Telemetry
 from simpro_counter.webhooks.worker import QUEUE_TIMEOUT, WebhookWorker
+
+log = logging.getLogger("simpro_counter")
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,48 @@ async def start_service_redis(settings: Settings) -> tuple[str, EmbeddedRedis | 
     embedded = EmbeddedRedis(settings.data_dir)
     await asyncio.to_thread(embedded.start)
     return embedded.url, embedded
+
+
+@dataclass(frozen=True)
+class ServiceParts:
+    """Everything one service process runs, built and connected but not started."""
+
+    counting: Counting
+    redis_client: Redis
+    queue_client: Redis
+    scheduler: Scheduler
+    growth: CustomerGrowth
+    webhooks: WebhookWorker | None
+    embedded: EmbeddedRedis | None
+
+
+async def build_service(
+    settings: Settings,
+    simpro: SimproConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> ServiceParts:
+    """The service's parts over its Redis (an embedded one is started here); the store is
+    started, so the first read knows whether Redis answers. The caller starts the
+    scheduler and the webhook worker, and stops everything."""
+    url, embedded = await start_service_redis(settings)
+    redis_client = connect(url)
+    counting = build_counting(settings, redis_client, transport=transport)
+    await counting.store.start()
+    if counting.store.redis_healthy:  # when it is not, the store has said so already
+        log.info("Redis connected at %s", counting.store.redis_location)
+    queue_client = connect_queue(url)
+    return ServiceParts(
+        counting=counting,
+        redis_client=redis_client,
+        queue_client=queue_client,
+        scheduler=build_scheduler(settings, counting),
+        growth=CustomerGrowth(counting.ledger),
+        webhooks=build_webhook_worker(
+            settings, simpro, queue_client, counting, transport=transport
+        ),
+        embedded=embedded,
+    )
 
 
 @asynccontextmanager

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import time
 from dataclasses import dataclass, field, replace
 
@@ -21,19 +20,11 @@ from simpro_counter.refresh import CUSTOMERS, Refresher
 from simpro_counter.scheduler import Scheduler
 from simpro_counter.settings import Settings
 from simpro_counter.simpro import SimproClient, SimproConfig
-from simpro_counter.store import EmbeddedRedis, ResilientStore, connect
+from simpro_counter.store import EmbeddedRedis, ResilientStore
 from simpro_counter.telemetry import Telemetry
 from simpro_counter.web.reads import CounterReads
 from simpro_counter.webhooks.worker import WebhookWorker
-from simpro_counter.wiring import (
-    build_counting,
-    build_scheduler,
-    build_webhook_worker,
-    connect_queue,
-    start_service_redis,
-)
-
-log = logging.getLogger("simpro_counter")
+from simpro_counter.wiring import build_service
 
 # How long a Simpro reachability result is trusted by /readyz (each check costs a request).
 _SIMPRO_CHECK_SECONDS = 30.0
@@ -64,37 +55,28 @@ class Runtime:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Runtime:
-        url, embedded = await start_service_redis(settings)
-        redis_client = connect(url)
-        counting = build_counting(settings, redis_client, transport=transport)
-        store = counting.store
-        await store.start()
-        if store.redis_healthy:  # when it is not, the store has said so already
-            log.info("Redis connected at %s", store.redis_location)
-        queue_client = connect_queue(url)
-        scheduler = build_scheduler(settings, counting)
+        parts = await build_service(settings, simpro, transport=transport)
+        counting = parts.counting
         runtime = cls(
             settings=settings,
             simpro=simpro,
-            store=store,
-            redis_client=redis_client,
+            store=counting.store,
+            redis_client=parts.redis_client,
             refresher=counting.refresher,
-            scheduler=scheduler,
+            scheduler=parts.scheduler,
             telemetry=counting.telemetry,
             reads=CounterReads(
-                store, counting.refresher, counting.telemetry, currency=settings.currency
+                counting.store, counting.refresher, counting.telemetry, currency=settings.currency
             ),
-            growth=CustomerGrowth(counting.ledger),
-            webhooks=build_webhook_worker(
-                settings, simpro, queue_client, counting, transport=transport
-            ),
-            embedded=embedded,
+            growth=parts.growth,
+            webhooks=parts.webhooks,
+            embedded=parts.embedded,
             transport=transport,
-            queue_client=queue_client,
+            queue_client=parts.queue_client,
         )
         # Start-up does what /api/init does: the scheduler's first check refreshes an
         # empty store at once.
-        scheduler.start()
+        runtime.scheduler.start()
         if runtime.webhooks is not None:
             runtime.webhooks.start()
         # Everything built so far lives as long as the process: move it out of the garbage
