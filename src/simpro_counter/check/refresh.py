@@ -8,6 +8,7 @@ import secrets
 import httpx
 
 from simpro_counter.check.probe import (
+    TIMEOUT,
     Body,
     CheckError,
     Probe,
@@ -114,7 +115,7 @@ class RefreshChecks:
             "POST",
             REFRESH,
             headers=_auth(token),
-            seconds=max(self.probe.wait, 10.0),
+            seconds=max(self.probe.wait, TIMEOUT),
             timeout_hint=" (a full scan of a large build can take longer: raise --wait)",
         )
         _refused(response)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,10 +13,13 @@ from simpro_counter.cli.common import T, console, run
 from simpro_counter.settings import load_settings, simpro_config
 from simpro_counter.webhooks.subscriptions import COUNTED_EVENTS
 
+if TYPE_CHECKING:
+    from simpro_counter.simpro import SimproClient
+
 webhooks_app = typer.Typer(help="Manage the build's webhook subscription (Simpro setup/webhooks).")
 
 
-def _with_client(work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+def _with_client(work: Callable[[SimproClient], Coroutine[Any, Any, T]]) -> T:
     """Run `work(client)` with a Simpro client from the settings."""
     from simpro_counter.simpro import SimproClient
 
