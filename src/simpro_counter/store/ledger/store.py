@@ -80,6 +80,7 @@ class InvoiceLedgerStore:
         self.journal_length = journal_length
         self.batch_size = batch_size
         self._apply = client.register_script(APPLY)
+        self._apply_keys = apply_keys(self.keys)
         self._swap = client.register_script(SWAP)
 
     async def apply(self, invoice_id: int, entry: InvoiceEntry | Deleted) -> LedgerChange:
@@ -88,7 +89,7 @@ class InvoiceLedgerStore:
         new = DELETED_MARK if entry is DELETED else encode_entry(entry)
         with _translated(f"apply invoice {int(invoice_id)}"):
             reply = await self._apply(
-                keys=apply_keys(self.keys),
+                keys=self._apply_keys,
                 args=[str(int(invoice_id)), new, self.journal_length],
             )
         outcome, *counts = reply
@@ -136,11 +137,10 @@ class InvoiceLedgerStore:
         """Replace the whole ledger with the result of a full scan, atomically for readers.
 
         `entries` are the invoices the scan counted (`InvoiceFold.counted()`), each ID
-        once. They are
-        written into temporary keys (batched HSETs in pipelines; they expire after
-        `LEDGER_BUILD_TTL_SECONDS` should this process die), then one Lua script renames
-        them over the live keys and sets the counts: a reader sees either the old counts
-        or the new ones, never anything in between.
+        once. They are written into temporary keys (batched HSETs in pipelines; they
+        expire after `LEDGER_BUILD_TTL_SECONDS` should this process die), then one Lua
+        script renames them over the live keys and sets the counts: a reader sees either
+        the old counts or the new ones, never anything in between.
 
         Events must not be lost: read `version()` *before* the scan starts and pass it
         as `journal_from`. The same swap script then re-applies, in order, every
