@@ -29,6 +29,7 @@ from simpro_counter.store.ledger import (
     encode_days,
     encode_entry,
 )
+from tests.ledger_reads import read_customer_of, read_entries, read_first_invoice_dates
 
 pytest_plugins = ["tests.redis_fixtures"]
 
@@ -97,9 +98,9 @@ async def check_against(ledger: InvoiceLedgerStore, model: Model, deep: bool = F
     assert (first.customers, first.version) == (model.counts()[0], counts.version)
     assert await ledger.client.get(ledger.keys.revenue_cents) in (None, str(model.counts()[2]))
     if deep:
-        assert await ledger.entries() == model.entries
-        assert await ledger.customer_of() == {i: e[0] for i, e in model.entries.items()}
-        assert await ledger.first_invoice_dates() == model.first_invoice_dates()
+        assert await read_entries(ledger) == model.entries
+        assert await read_customer_of(ledger) == {i: e[0] for i, e in model.entries.items()}
+        assert await read_first_invoice_dates(ledger) == model.first_invoice_dates()
         assert await ledger.client.hgetall(ledger.keys.customer_invoices) == model.per_customer()
         assert await ledger.client.hgetall(ledger.keys.customer_days) == model.customer_days()
         assert await ledger.client.hgetall(ledger.keys.invoice_entries) == {
@@ -226,16 +227,16 @@ async def test_first_invoice_dates_follow_deletes_and_moves(redis_client: aiored
     await ledger.apply(4, (8, 400, d[3]))
     await ledger.apply(5, (9, 500, None))  # customer 9 has no dated invoice
     await ledger.apply(6, (None, 600, d[0]))  # dated, without customer
-    assert await ledger.first_invoice_dates() == {7: d[0], 8: d[3]}
+    assert await read_first_invoice_dates(ledger) == {7: d[0], 8: d[3]}
     await ledger.apply(1, DELETED)  # 7's earliest is deleted: the next earliest appears
-    assert await ledger.first_invoice_dates() == {7: d[1], 8: d[3]}
+    assert await read_first_invoice_dates(ledger) == {7: d[1], 8: d[3]}
     await ledger.apply(3, (8, 300, d[1]))  # 7's earliest moves to 8, and is 8's earliest now
-    assert await ledger.first_invoice_dates() == {7: d[2], 8: d[1]}
+    assert await read_first_invoice_dates(ledger) == {7: d[2], 8: d[1]}
     await ledger.apply(3, (8, 300, d[4]))  # re-dated: 8's earliest is invoice 4 again
-    assert await ledger.first_invoice_dates() == {7: d[2], 8: d[3]}
+    assert await read_first_invoice_dates(ledger) == {7: d[2], 8: d[3]}
     await ledger.apply(5, (9, 500, d[4]))  # 9 gets a date
     await ledger.apply(2, (7, 200, None))  # 7 loses its only date
-    assert await ledger.first_invoice_dates() == {8: d[3], 9: d[4]}
+    assert await read_first_invoice_dates(ledger) == {8: d[3], 9: d[4]}
     assert (await ledger.counts())[:3] == (3, 5, 2000)
 
 
@@ -255,16 +256,16 @@ async def test_rebuild_replays_events_from_the_journal(redis_client: aioredis.Re
     await ledger.apply(2, (2, 250, D1))  # re-priced and re-dated after the scan read it
     result = await ledger.rebuild(scanned.items(), journal_from=before_scan)
     assert result.replayed == 4
-    assert await ledger.entries() == {2: (2, 250, D1), 3: (3, 300, D3), 4: (4, -40, None)}
-    assert await ledger.customer_of() == {2: 2, 3: 3, 4: 4}
-    assert await ledger.first_invoice_dates() == {2: D1, 3: D3}
+    assert await read_entries(ledger) == {2: (2, 250, D1), 3: (3, 300, D3), 4: (4, -40, None)}
+    assert await read_customer_of(ledger) == {2: 2, 3: 3, 4: 4}
+    assert await read_first_invoice_dates(ledger) == {2: D1, 3: D3}
     assert result.counts == LedgerCounts(3, 3, 510, 7)  # 6 events, then the rebuild
     assert await ledger.counts() == result.counts
     # Without journal_from the scan's state is taken as is.
     result = await ledger.rebuild([(7, (None, 700, D1))])
     assert (result.counts[:3], result.replayed) == ((0, 1, 700), 0)
-    assert await ledger.customer_of() == {7: None}
-    assert await ledger.first_invoice_dates() == {}
+    assert await read_customer_of(ledger) == {7: None}
+    assert await read_first_invoice_dates(ledger) == {}
     # An empty scan empties the ledger; no temporary key is left behind.
     await ledger.rebuild({}.items())
     assert await ledger.counts() == LedgerCounts(0, 0, 0, result.counts.version + 1)
@@ -300,9 +301,9 @@ async def test_rebuild_from_an_invoice_fold(redis_client: aioredis.Redis) -> Non
     result = await ledger.rebuild(fold.counted())
     assert result.counts[:3] == (fold.customers(), fold.invoices(), fold.revenue_cents())
     assert result.counts[:3] == (1, 3, 11040)
-    assert await ledger.entries() == dict(fold.counted())
-    assert await ledger.first_invoice_dates() == fold.first_invoice_date_by_customer()
-    assert await ledger.first_invoice_dates() == {5: date(2024, 1, 1)}
+    assert await read_entries(ledger) == dict(fold.counted())
+    assert await read_first_invoice_dates(ledger) == fold.first_invoice_date_by_customer()
+    assert await read_first_invoice_dates(ledger) == {5: date(2024, 1, 1)}
 
 
 async def test_rebuild_refuses_when_the_journal_was_trimmed(redis_client: aioredis.Redis) -> None:
@@ -313,7 +314,7 @@ async def test_rebuild_refuses_when_the_journal_was_trimmed(redis_client: aiored
     with pytest.raises(LedgerJournalGapError):
         await ledger.rebuild([(100, (1, 1, D1))], journal_from=before_scan)
     assert await ledger.counts() == LedgerCounts(5, 5, 1000, 5)  # untouched
-    assert len(await ledger.entries()) == 5
+    assert len(await read_entries(ledger)) == 5
     assert await redis_client.keys("*building*") == []
     # From a version the journal still holds, it works.
     scanned: dict[int, InvoiceEntry] = {0: (0, 0, D1), 1: (1, 100, D1)}
@@ -457,8 +458,8 @@ async def test_readers_never_see_an_intermediate_count_during_a_rebuild(
     assert set(seen) == {old.counts[:3], expected_new}
     assert seen[old.counts[:3]] >= 5  # the reader really ran during the build
     # Read back in many HSCAN steps: every entry, and the earliest dates, exactly.
-    assert await ledger.entries(batch=500) == new_state
-    assert await ledger.first_invoice_dates() == first_dates(new_state.values())
+    assert await read_entries(ledger, batch=500) == new_state
+    assert await read_first_invoice_dates(ledger) == first_dates(new_state.values())
 
 
 # -- memory ---------------------------------------------------------------------------------
@@ -550,5 +551,5 @@ async def test_a_format_1_journal_entry_is_skipped_by_the_replay_not_fatal(
     await ledger.apply(3, (3, 300, D3))
     result = await ledger.rebuild([(9, (9, 900, D2))], journal_from=before_scan)
     assert result.replayed == 2  # invoices 1 and 3; the format-1 entry is left out
-    assert await ledger.entries() == {1: (1, 100, D1), 3: (3, 300, D3), 9: (9, 900, D2)}
+    assert await read_entries(ledger) == {1: (1, 100, D1), 3: (3, 300, D3), 9: (9, 900, D2)}
     assert result.counts[:3] == (3, 3, 1300)

@@ -1,7 +1,7 @@
 """One exception tree for the whole service.
 
 Everything the product raises on purpose derives from :class:`SimproCounterError`, so the
-edges (the CLI, later the web layer) can turn any of them into one precise line for a person
+edges (the CLI, the web layer) can turn any of them into one precise line for a person
 without catching unrelated bugs. Messages are written for the operator who has to act on
 them and never contain secrets.
 """
@@ -51,3 +51,14 @@ class RefreshRunningError(SimproCounterError):
 
 class StoreError(SimproCounterError):
     """The store failed in a way falling back cannot hide (e.g. no redis-server to start)."""
+
+
+# -- the invoice ledger and the growth history read from it (store/ledger/, growth.py) --
+
+
+class LedgerJournalGapError(StoreError):
+    """Events after `journal_from` were trimmed from the journal: the rebuild was not swapped."""
+
+
+class HistoryUnavailableError(SimproCounterError):
+    """No history yet: no full scan has filled the ledger, or Redis never answered."""

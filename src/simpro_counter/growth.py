@@ -19,17 +19,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
-from simpro_counter.errors import SimproCounterError, StoreError
+from simpro_counter.errors import HistoryUnavailableError, StoreError
 from simpro_counter.metrics import HistoryPoint, Interval, growth_from_days
 from simpro_counter.store.ledger import FirstDays, InvoiceLedgerStore
 
+# HistoryUnavailableError lives in errors.py; also importable from here, where it is raised.
+__all__ = ["CustomerGrowth", "GrowthHistory", "HistoryUnavailableError"]
+
 log = logging.getLogger("simpro_counter.growth")
-
-
-class HistoryUnavailableError(SimproCounterError):
-    """No history yet: no full scan has filled the ledger, or Redis never answered."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ class CustomerGrowth:
                 ):
                     return self._read  # unchanged: one GET
                 first = await self._ledger.first_day_counts()
-            except (RedisError, OSError, StoreError) as exc:
+            except StoreError as exc:  # the ledger translates every Redis failure
                 if self._read is None:
                     raise HistoryUnavailableError(
                         f"The growth history cannot be read from Redis ({exc}) and none was "
