@@ -150,14 +150,12 @@ async def test_counts_read_earlier_never_overwrite_later_ones_under_one_fence(
         current = await p.store.read("customers")
         assert current is not None
         later = replace(
-            current,
+            current.with_details({**current.details, "ledgerVersion": current.ledger_version + 2}),
             value=current.value + 1,
-            details={**current.details, "ledgerVersion": current.ledger_version + 2},
         )
         earlier = replace(
-            current,
+            current.with_details({**current.details, "ledgerVersion": current.ledger_version + 1}),
             value=current.value + 5,
-            details={**current.details, "ledgerVersion": current.ledger_version + 1},
         )
         assert await p.store.publish(later)
         assert not await p.store.publish(earlier)  # same fence, older ledger version
@@ -170,8 +168,8 @@ async def test_counts_read_earlier_never_overwrite_later_ones_under_one_fence(
 
 async def test_the_memory_store_orders_values_the_same_way() -> None:
     memory = MemoryStore()
-    base = MetricValue("revenue", 100, computed_at=1.0, ttl=60, fence=3, details={})
-    at = [replace(base, value=v, details={"ledgerVersion": v}) for v in (10, 11)]
+    base = MetricValue("revenue", 100, computed_at=1.0, ttl=60, fence=3)
+    at = [replace(base.with_details({"ledgerVersion": v}), value=v) for v in (10, 11)]
     assert await memory.publish(at[1])
     assert not await memory.publish(at[0])
     assert not memory.remember(at[0])

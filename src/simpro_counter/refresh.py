@@ -43,7 +43,7 @@ from simpro_counter.store.ledger import (
     LedgerRebuild,
 )
 from simpro_counter.store.tasks import stop_task
-from simpro_counter.store.values import MetricValue, RefreshStatus
+from simpro_counter.store.values import MetricValue, Provenance, RefreshStatus
 from simpro_counter.sync import sync_changes
 from simpro_counter.telemetry import Telemetry
 
@@ -56,17 +56,12 @@ RefreshMode = Literal["full", "incremental"]
 def built_on_ledger(value: MetricValue, invoice_filter: InvoiceFilter | None = None) -> bool:
     """Whether the value comes from a ledger a full scan rebuilt in the current format
     under the same invoice filter: only then may ledger changes be published over it."""
-    details = value.details
-    return (
-        "ledgerVersion" in details
-        and details.get("ledgerFormat") == LEDGER_FORMAT
-        and details.get("invoiceFilter") == (invoice_filter or InvoiceFilter()).describe()
-    )
+    return value.provenance.built_on(LEDGER_FORMAT, (invoice_filter or InvoiceFilter()).describe())
 
 
 def can_sync(value: MetricValue, invoice_filter: InvoiceFilter | None = None) -> bool:
     """An incremental sync needs a cursor and a value built on the ledger."""
-    return bool(value.details.get("cursor")) and built_on_ledger(value, invoice_filter)
+    return bool(value.provenance.cursor) and built_on_ledger(value, invoice_filter)
 
 
 # Passes of `publish_from_ledger` when another writer publishes in between.
@@ -97,12 +92,13 @@ async def publish_from_ledger(
                 return False  # no full scan behind the ledger yet: its counts are partial
             if current.ledger_version >= counts.version:
                 continue
-            details = {
-                **current.details,
-                "ledgerVersion": counts.version,
-                "lastEventAt": time.time(),
-            }
-            if not await store.publish(replace(current, value=values[metric], details=details)):
+            moved = replace(
+                current,
+                value=values[metric],
+                provenance=replace(current.provenance, ledger_version=counts.version),
+                report={**current.report, "lastEventAt": time.time()},
+            )
+            if not await store.publish(moved):
                 behind = True  # a newer value arrived meanwhile: read everything again
         if not behind:
             return True
@@ -114,7 +110,9 @@ class _Computed:
     """What one refresh found: the value of each metric it computes, and its report."""
 
     values: dict[str, int]
+    provenance: Provenance
     details: dict[str, Any]
+    """What is shown with each value, beside its provenance."""
     report: dict[str, Any]
 
 
@@ -195,7 +193,7 @@ class Refresher:
         """
         if refresh_group(value.metric) != INVOICE_GROUP:
             return False
-        return value.details.get("invoiceFilter") != self.invoice_filter.describe()
+        return value.provenance.invoice_filter != self.invoice_filter.describe()
 
     def running_here(self, metric: str = CUSTOMERS) -> bool:
         task = self._running.get(refresh_group(metric))
@@ -323,7 +321,7 @@ class Refresher:
             if group != INVOICE_GROUP:
                 computed = await self._count(group)
             elif current is not None and self.ledger is not None and mode == "incremental":
-                computed = await self._sync(self.ledger, current.details)
+                computed = await self._sync(self.ledger, current)
             else:
                 computed = await self._full(observer)
         except (SimproCounterError, RedisError, OSError) as exc:
@@ -338,7 +336,8 @@ class Refresher:
                 computed_at=computed_at,
                 ttl=self.ttl,
                 fence=fence,
-                details=self._details_of(name, computed.details),
+                provenance=computed.provenance,
+                report=self._details_of(name, computed.details),
             )
             if await self.store.publish(value):
                 published[name] = value
@@ -410,25 +409,25 @@ class Refresher:
                 "retries": client.stats.retries,
                 "duration": round(time.monotonic() - started, 3),
             }
-        return _Computed({metric: count}, report, report)
+        return _Computed({metric: count}, Provenance(), report, report)
 
-    async def _sync(self, ledger: InvoiceLedgerStore, current: dict[str, Any]) -> _Computed:
+    async def _sync(self, ledger: InvoiceLedgerStore, current: MetricValue) -> _Computed:
         """What changed since the last sync, applied to the ledger."""
+        cursor = str(current.provenance.cursor)
         async with SimproClient(self.simpro, transport=self._transport) as client:
             try:
                 synced = await sync_changes(
-                    client, ledger, str(current["cursor"]), InvoiceFold(self.invoice_filter)
+                    client, ledger, cursor, InvoiceFold(self.invoice_filter)
                 )
             finally:
                 self.telemetry.record_requests(client.stats.by_status)
         report = synced.as_json()
-        details = {
-            **current,
-            "cursor": synced.cursor,
-            "ledgerVersion": synced.counts.version,
-            "lastSync": report,
-        }
-        return _Computed(synced.counts.metric_values(), details, report)
+        provenance = replace(
+            current.provenance, cursor=synced.cursor, ledger_version=synced.counts.version
+        )
+        # The full scan's report stays beside the sync's own.
+        details = {**current.report, "lastSync": report}
+        return _Computed(synced.counts.metric_values(), provenance, details, report)
 
     async def _full(self, observer: ScanObserver | None) -> _Computed:
         """A full scan, and the ledger rebuilt from it."""
@@ -439,8 +438,8 @@ class Refresher:
             "invoices": report.invoices,
             "revenue": report.revenue_cents,
         }
-        details = report.as_json()
-        details["invoiceFilter"] = self.invoice_filter.describe()
+        scanned = report.as_json()
+        details = {key: value for key, value in scanned.items() if key != "cursor"}
         drift = await self._drift(report.count)
         if drift:
             details["drift"] = drift
@@ -451,13 +450,17 @@ class Refresher:
             )
         rebuilt = await self._rebuild_ledger(fold, journal_from)
         del fold  # the scan's per-invoice state can be large; the ledger holds it now
+        provenance = Provenance(invoice_filter=self.invoice_filter.describe(), cursor=report.cursor)
         if rebuilt is not None:
             # The scan plus every webhook event applied while it ran.
             values = rebuilt.counts.metric_values()
-            details["ledgerVersion"] = rebuilt.counts.version
-            details["ledgerFormat"] = LEDGER_FORMAT
-        details["fullScanAt"] = self._clock()
-        return _Computed(values, details, details)
+            provenance = replace(
+                provenance, ledger_version=rebuilt.counts.version, ledger_format=LEDGER_FORMAT
+            )
+        provenance = replace(provenance, full_scan_at=self._clock())
+        # The scan's own `cursor` stays in the run's report even when Simpro gave none.
+        run_report = {**scanned, **details, **provenance.as_json()}
+        return _Computed(values, provenance, details, run_report)
 
     async def _drift(self, scanned: int) -> int:
         """How far the kept-current count had drifted from a full scan's (0: not known)."""
