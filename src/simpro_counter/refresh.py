@@ -31,8 +31,11 @@ from simpro_counter.metrics import (
     InvoiceFold,
     display_value,
     format_value,
+    group_members,
+    invoice_metric_values,
     refresh_group,
 )
+from simpro_counter.publishing import built_on_ledger, can_sync, publish_from_ledger
 from simpro_counter.scan import ScanObserver, ScanReport, scan_invoices
 from simpro_counter.settings import Settings, SimproConfig, simpro_config
 from simpro_counter.simpro import SimproClient
@@ -51,58 +54,6 @@ log = logging.getLogger("simpro_counter.refresh")
 
 CUSTOMERS = INVOICE_GROUP
 RefreshMode = Literal["full", "incremental"]
-
-
-def built_on_ledger(value: MetricValue, invoice_filter: InvoiceFilter | None = None) -> bool:
-    """Whether the value comes from a ledger a full scan rebuilt in the current format
-    under the same invoice filter: only then may ledger changes be published over it."""
-    return value.provenance.built_on(LEDGER_FORMAT, (invoice_filter or InvoiceFilter()).describe())
-
-
-def can_sync(value: MetricValue, invoice_filter: InvoiceFilter | None = None) -> bool:
-    """An incremental sync needs a cursor and a value built on the ledger."""
-    return bool(value.provenance.cursor) and built_on_ledger(value, invoice_filter)
-
-
-# Passes of `publish_from_ledger` when another writer publishes in between.
-_LEDGER_PUBLISH_ATTEMPTS = 5
-
-
-async def publish_from_ledger(
-    store: Store, ledger: InvoiceLedgerStore, invoice_filter: InvoiceFilter
-) -> bool:
-    """Publish the ledger's current customers, invoices and revenue over the values a full
-    refresh built on it, wherever they are behind the ledger's version.
-
-    All three come from one MGET of the ledger's counts, so they agree with each other.
-    Each keeps the fence (and freshness) of the value it replaces, so a full refresh that
-    started earlier still publishes after it; the store orders values of one fence by
-    ledger version, so counts read earlier by another writer never overwrite these. Called
-    after every webhook event (also one that changed nothing: a previous attempt may have
-    stopped half-way) and after a full refresh published (events applied between its
-    ledger swap and its publish). False when no value is built on the ledger yet.
-    """
-    for _ in range(_LEDGER_PUBLISH_ATTEMPTS):
-        counts = await ledger.counts()
-        values = counts.metric_values()
-        behind = False
-        for metric in group_members(INVOICE_GROUP):
-            current = await store.read(metric)
-            if current is None or not built_on_ledger(current, invoice_filter):
-                return False  # no full scan behind the ledger yet: its counts are partial
-            if current.ledger_version >= counts.version:
-                continue
-            moved = replace(
-                current,
-                value=values[metric],
-                provenance=replace(current.provenance, ledger_version=counts.version),
-                report={**current.report, "lastEventAt": time.time()},
-            )
-            if not await store.publish(moved):
-                behind = True  # a newer value arrived meanwhile: read everything again
-        if not behind:
-            return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -433,11 +384,9 @@ class Refresher:
         """A full scan, and the ledger rebuilt from it."""
         journal_from = await self._ledger_version()
         report, fold = await self._scan(observer)
-        values = {
-            "customers": report.count,
-            "invoices": report.invoices,
-            "revenue": report.revenue_cents,
-        }
+        values = invoice_metric_values(
+            distinct=report.count, count=report.invoices, total=report.revenue_cents
+        )
         scanned = report.as_json()
         details = {key: value for key, value in scanned.items() if key != "cursor"}
         drift = await self._drift(report.count)
@@ -558,8 +507,3 @@ def _reported_value(metric: str, stored: int) -> dict[str, Any]:
     if METRICS[metric].decimals:
         return {"total": format_value(metric, stored)}
     return {"count": stored}
-
-
-def group_members(group: str) -> tuple[str, ...]:
-    """The metrics one refresh of `group` publishes, the group's own first."""
-    return (group, *(name for name in METRICS if name != group and refresh_group(name) == group))
