@@ -118,7 +118,9 @@ class IncrementalStrategy:
     mode: RefreshMode = "incremental"
 
     async def compute(self) -> Computed:
-        cursor = str(self.current.provenance.cursor)
+        cursor = self.current.provenance.cursor
+        if not cursor:
+            raise ValueError("an incremental sync starts from a value with a cursor")
         async with self.source.client() as client:
             synced = await sync_changes(
                 client, self.ledger, cursor, InvoiceFold(self.invoice_filter)
