@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from simpro_counter.keys import Keys
+from simpro_counter.publishing import LedgerPublish, publish_from_ledger
 from simpro_counter.refresh import Refresher
 from simpro_counter.settings import Settings, simpro_config
 from simpro_counter.simpro import SimproClient
@@ -151,14 +152,12 @@ async def test_counts_read_earlier_never_overwrite_later_ones_under_one_fence(
         current = await p.store.read("customers")
         assert current is not None
         later = replace(
-            current,
+            current.with_details({**current.details, "ledgerVersion": current.ledger_version + 2}),
             value=current.value + 1,
-            details={**current.details, "ledgerVersion": current.ledger_version + 2},
         )
         earlier = replace(
-            current,
+            current.with_details({**current.details, "ledgerVersion": current.ledger_version + 1}),
             value=current.value + 5,
-            details={**current.details, "ledgerVersion": current.ledger_version + 1},
         )
         assert await p.store.publish(later)
         assert not await p.store.publish(earlier)  # same fence, older ledger version
@@ -171,8 +170,8 @@ async def test_counts_read_earlier_never_overwrite_later_ones_under_one_fence(
 
 async def test_the_memory_store_orders_values_the_same_way() -> None:
     memory = MemoryStore()
-    base = MetricValue("revenue", 100, computed_at=1.0, ttl=60, fence=3, details={})
-    at = [replace(base, value=v, details={"ledgerVersion": v}) for v in (10, 11)]
+    base = MetricValue("revenue", 100, computed_at=1.0, ttl=60, fence=3)
+    at = [replace(base.with_details({"ledgerVersion": v}), value=v) for v in (10, 11)]
     assert await memory.publish(at[1])
     assert not await memory.publish(at[0])
     assert not memory.remember(at[0])
@@ -180,3 +179,42 @@ async def test_the_memory_store_orders_values_the_same_way() -> None:
     assert stored is not None
     assert stored.value == 11
     assert await memory.publish(replace(at[0], fence=4))
+
+
+async def test_publishing_says_when_it_gave_up_behind_other_writers(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with parts(redis_url, seed=74) as p:
+        original = p.store.publish
+
+        async def a_newer_value_always_won(value: MetricValue) -> bool:
+            return False
+
+        monkeypatch.setattr(p.store, "publish", a_newer_value_always_won)
+        newcomer = p.simulator.dataset.uninvoiced_customer_ids()[0]
+        invoice = p.simulator.dataset.add_invoice(newcomer, Decimal("12.34"))
+        assert await p.deliver(invoice)  # in the ledger; no value could be published
+        publish = publish_from_ledger(p.store, p.ledger, p.refresher.invoice_filter)
+        assert await publish is LedgerPublish.GAVE_UP  # not "done": the values are behind
+        assert await p.published() != p.truth()
+        monkeypatch.setattr(p.store, "publish", original)
+        publish = publish_from_ledger(p.store, p.ledger, p.refresher.invoice_filter)
+        assert await publish is LedgerPublish.CAUGHT_UP
+        assert await p.published() == p.truth()
+
+
+async def test_nothing_is_published_over_a_value_no_full_scan_built_on_the_ledger(
+    redis_url: str,
+) -> None:
+    async with parts(redis_url, seed=75) as p:
+        current = await p.store.read("customers")
+        assert current is not None
+        # As a version before the ledger left it: no ledger version, format or filter.
+        assert await p.store.publish(replace(current.with_details({}), fence=current.fence + 1))
+        before = await p.published()
+        newcomer = p.simulator.dataset.uninvoiced_customer_ids()[0]
+        invoice = p.simulator.dataset.add_invoice(newcomer, Decimal("1.00"))
+        assert await p.deliver(invoice)
+        publish = publish_from_ledger(p.store, p.ledger, p.refresher.invoice_filter)
+        assert await publish is LedgerPublish.NOT_BUILT_ON_LEDGER
+        assert await p.published() == before

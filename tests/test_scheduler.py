@@ -53,7 +53,7 @@ async def test_a_stale_value_is_refreshed_by_exactly_one_replica(redis_url: str)
         await _idle(runtime_a, runtime_b)
         # A day after the last full scan, the next stale value gets a full reconciliation.
         details = {**fresh.details, "fullScanAt": time.time() - 2 * 86400}
-        old = replace(fresh, computed_at=time.time() - 7 * 3600, details=details)
+        old = replace(fresh.with_details(details), computed_at=time.time() - 7 * 3600)
         assert await runtime_a.store.publish(old)
         simulator.stats.reset()
         assert await runtime_a.scheduler.check_once() == ["customers"]
@@ -91,7 +91,9 @@ async def test_a_value_from_before_the_upgrade_or_another_filter_gets_one_full_s
         details = {
             k: v for k, v in value.details.items() if k not in ("invoiceFilter", "ledgerFormat")
         }
-        assert await runtime.store.publish(replace(value, details=details, fence=value.fence + 1))
+        assert await runtime.store.publish(
+            replace(value.with_details(details), fence=value.fence + 1)
+        )
         assert await runtime.scheduler.check_once() == ["customers"]
         for _ in range(200):
             rebuilt = await runtime.store.read(CUSTOMERS)
@@ -109,6 +111,6 @@ async def test_a_value_from_before_the_upgrade_or_another_filter_gets_one_full_s
         # under: it is not scanned again and again.
         failed_rebuild = {k: v for k, v in rebuilt.details.items() if k != "ledgerFormat"}
         assert await runtime.store.publish(
-            replace(rebuilt, details=failed_rebuild, fence=rebuilt.fence + 1)
+            replace(rebuilt.with_details(failed_rebuild), fence=rebuilt.fence + 1)
         )
         assert await runtime.scheduler.check_once() == []

@@ -30,7 +30,7 @@ def value(count: int, fence: int, metric: str = "customers") -> MetricValue:
         computed_at=round(time.time(), 3),
         ttl=21600,
         fence=fence,
-        details={"totalInvoices": 2847, "duration": 12.5},
+        report={"totalInvoices": 2847, "duration": 12.5},
     )
 
 

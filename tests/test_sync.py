@@ -65,7 +65,7 @@ async def test_incremental_without_a_cursor_is_a_full_refresh(redis_url: str) ->
         # A value without a sync cursor, as the Next.js version or a memory-only run left it.
         runtime = app.state.runtime
         value = await runtime.store.read("customers")
-        assert await runtime.store.publish(replace(value, details={}, fence=value.fence + 1))
+        assert await runtime.store.publish(replace(value.with_details({}), fence=value.fence + 1))
         simulator.stats.reset()
         response = await client.post(INCREMENTAL, headers=AUTH)
         assert response.status_code == 200, response.text

@@ -56,7 +56,8 @@ class Scheduler:
             if due and not await self._refresher.is_refreshing(metric):
                 mode: RefreshMode = "full"
                 if value is not None and self._refresher.can_sync(value):
-                    last_full = float(value.details.get("fullScanAt", value.computed_at))
+                    full_scan_at = value.provenance.full_scan_at
+                    last_full = value.computed_at if full_scan_at is None else full_scan_at
                     if now - last_full < self._full_every:
                         mode = "incremental"  # what changed since the last sync only
                 reason = (

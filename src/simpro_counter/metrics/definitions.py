@@ -152,9 +152,22 @@ def refresh_groups() -> tuple[str, ...]:
     return tuple(dict.fromkeys(refresh_group(name) for name in METRICS))
 
 
+def group_members(group: str) -> tuple[str, ...]:
+    """The metrics one refresh of `group` publishes, the group's own first."""
+    return (group, *(name for name in METRICS if name != group and refresh_group(name) == group))
+
+
 def invoice_metrics() -> tuple[MetricDefinition, ...]:
     """The metrics one invoice scan computes together, in registry order."""
     return tuple(m for m in METRICS.values() if m.folded_from_invoices)
+
+
+def invoice_metric_values(*, distinct: int, count: int, total: int) -> dict[str, int]:
+    """The value of each invoice metric by its kind: `distinct` customers, the `count` of
+    invoices, the `total` of revenue (in cents), keyed by the registry's names, so that a
+    scan's or the ledger's figures never spell a metric's name themselves."""
+    by_kind: dict[MetricKind, int] = {"distinct": distinct, "count": count, "sum": total}
+    return {metric.name: by_kind[metric.kind] for metric in invoice_metrics()}
 
 
 def result_total_metrics() -> tuple[MetricDefinition, ...]:

@@ -28,7 +28,8 @@ from redis.exceptions import RedisError, ResponseError
 from simpro_counter.errors import RefreshRunningError, SimproCounterError, SimproDataError
 from simpro_counter.keys import WEBHOOK_GROUP, Keys
 from simpro_counter.metrics import METRICS, InvoiceFold
-from simpro_counter.refresh import Refresher, publish_from_ledger
+from simpro_counter.publishing import publish_from_ledger
+from simpro_counter.refresh import Refresher
 from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.store.base import Store
 from simpro_counter.store.ledger import DELETED, InvoiceLedgerStore
