@@ -21,6 +21,7 @@ from simpro_counter.simpro import SimproClient
 from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.store import MemoryStore, MetricValue, ResilientStore, connect
 from simpro_counter.store.ledger import InvoiceLedgerStore
+from simpro_counter.webhooks.queue import decode_fields
 from simpro_counter.webhooks.worker import WebhookWorker
 
 INVOICE_METRICS = ("customers", "invoices", "revenue")
@@ -54,7 +55,7 @@ class Parts:
         }
         config = simpro_config(self.settings)
         async with SimproClient(config, transport=self.simulator.transport()) as client:
-            return await self.worker._apply(client, fields)
+            return await self.worker._apply(client, decode_fields(fields))
 
 
 @asynccontextmanager

@@ -25,7 +25,7 @@ from rich.table import Table
 from simpro_counter.errors import ConfigError, SimproCounterError
 from simpro_counter.progress import ScanProgress
 from simpro_counter.settings import Settings, load_settings, simpro_config
-from simpro_counter.webhooks.subscriptions import COUNTED_EVENTS
+from simpro_counter.webhooks.events import COUNTED_EVENTS
 
 if TYPE_CHECKING:
     from simpro_counter.simulator import Simulator

@@ -51,3 +51,14 @@ class RefreshRunningError(SimproCounterError):
 
 class StoreError(SimproCounterError):
     """The store failed in a way falling back cannot hide (e.g. no redis-server to start)."""
+
+
+# --- webhook deliveries ----------------------------------------------------------------
+
+
+class BadDeliveryError(SimproCounterError):
+    """A webhook body is not a delivery this service understands; the message says why."""
+
+
+class UnknownEventError(BadDeliveryError):
+    """A well-formed delivery of an event this service does not know (answered 422, not 400)."""

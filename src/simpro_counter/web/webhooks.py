@@ -1,7 +1,7 @@
 """`POST /api/simpro/webhooks`: verify a Simpro delivery and queue it, nothing more.
 
 The answer must be fast, so no Simpro call happens here: an accepted delivery is appended
-to the `Keys.webhook_events` stream and applied later by the `webhook-workers` group.
+to the webhook queue (`webhooks/queue.py`) and applied later by the `webhook-workers` group.
 Deliveries are not de-duplicated on arrival (Simpro may redeliver); applying is idempotent.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request, Response
-from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
 
-from simpro_counter.keys import WEBHOOK_STREAM_LENGTH, Keys
+from simpro_counter.errors import BadDeliveryError, StoreError, UnknownEventError
+from simpro_counter.keys import Keys
 from simpro_counter.web.http import json_response, runtime_of
-from simpro_counter.webhooks.receiver import BadDelivery, UnknownEvent, parse_delivery
+from simpro_counter.webhooks.queue import enqueue
+from simpro_counter.webhooks.receiver import parse_delivery
 from simpro_counter.webhooks.signature import verify
 
 router = APIRouter()
@@ -65,31 +65,17 @@ async def receive_webhook(request: Request) -> Response:
         return _refuse(request, 401, "Missing or invalid signature")
     try:
         delivery = parse_delivery(body)
-    except UnknownEvent as exc:
-        return _refuse(request, 422, exc.message)
-    except BadDelivery as exc:
-        return _refuse(request, 400, exc.message)
-    fields: dict[FieldT, EncodableT] = {
-        "event": delivery.event,
-        "resource": delivery.resource,
-        "action": delivery.action,
-        "id": str(delivery.record_id),
-        "company": str(delivery.company_id),
-        "triggered": delivery.triggered,
-    }
+    except UnknownEventError as exc:
+        return _refuse(request, 422, str(exc))
+    except BadDeliveryError as exc:
+        return _refuse(request, 400, str(exc))
     try:
-        await runtime.redis_client.xadd(
-            Keys(settings.key_prefix).webhook_events,
-            fields,
-            maxlen=WEBHOOK_STREAM_LENGTH,
-            approximate=True,
-        )
-    except (RedisError, OSError, TimeoutError) as exc:
+        await enqueue(runtime.redis_client, Keys(settings.key_prefix), delivery)
+    except StoreError as exc:
         return _refuse(
             request,
             503,
-            f"Redis is unavailable ({type(exc).__name__}): the delivery was not queued, "
-            "retry later",
+            f"Redis is unavailable ({exc}): the delivery was not queued, retry later",
             headers={"Retry-After": "30"},
         )
     log.info("Webhook %s %s queued", delivery.event, delivery.record_id)
