@@ -53,7 +53,7 @@ class StoreError(SimproCounterError):
     """The store failed in a way falling back cannot hide (e.g. no redis-server to start)."""
 
 
-# --- webhook deliveries ----------------------------------------------------------------
+# -- webhook deliveries (webhooks/receiver.py, webhooks/queue.py) --
 
 
 class BadDeliveryError(SimproCounterError):

@@ -24,10 +24,6 @@ log = logging.getLogger("simpro_counter")
 MAX_BODY_BYTES = 64 * 1024
 
 
-class _TooLargeError(Exception):
-    pass
-
-
 @router.post(
     "/api/simpro/webhooks",
     summary="Receive a signed Simpro webhook delivery and queue it for the ledger",
@@ -52,9 +48,8 @@ async def receive_webhook(request: Request) -> Response:
     declared = request.headers.get("content-length", "")
     if declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
         return _too_large(request)
-    try:
-        body = await _read_body(request)
-    except _TooLargeError:
+    body = await _read_body(request)
+    if body is None:
         return _too_large(request)
     if not verify(
         body,
@@ -84,14 +79,14 @@ async def receive_webhook(request: Request) -> Response:
     )
 
 
-async def _read_body(request: Request) -> bytes:
-    """The raw body, read chunk by chunk; :class:`_TooLargeError` once it passes the limit."""
+async def _read_body(request: Request) -> bytes | None:
+    """The raw body, read chunk by chunk; None once it passes the limit (the rest unread)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise _TooLargeError
+            return None
         chunks.append(chunk)
     return b"".join(chunks)
 
