@@ -62,6 +62,13 @@ _RECOUNTED = {m.resource.removesuffix("s"): m.name for m in METRICS.values() if 
 
 
 class WebhookWorker:
+    """One replica's consumer of the webhook queue, running as a task from :meth:`start`.
+
+    Redis failing (the queue, the ledger or the store: all :class:`StoreError`) pauses
+    the loop for a second; entries taken and not acknowledged are claimed again once they
+    have been idle for `claim_idle`.
+    """
+
     def __init__(
         self,
         redis: Redis,
