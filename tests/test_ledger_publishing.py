@@ -22,6 +22,7 @@ from simpro_counter.simpro import SimproClient
 from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.store import MemoryStore, MetricValue, ResilientStore, connect
 from simpro_counter.store.ledger import InvoiceLedgerStore
+from simpro_counter.webhooks.queue import decode_fields
 from simpro_counter.webhooks.worker import WebhookWorker
 from simpro_counter.wiring import build_refresher
 
@@ -56,7 +57,7 @@ class Parts:
         }
         config = simpro_config(self.settings)
         async with SimproClient(config, transport=self.simulator.transport()) as client:
-            return await self.worker._apply(client, fields)
+            return await self.worker._apply(client, decode_fields(fields))
 
 
 @asynccontextmanager

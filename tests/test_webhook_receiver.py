@@ -13,12 +13,14 @@ import pytest
 from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from simpro_counter.errors import BadDeliveryError, SimproCounterError, UnknownEventError
 from simpro_counter.keys import Keys
 from simpro_counter.settings import Settings
 from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.web import create_app
 from simpro_counter.web.runtime import Runtime
-from simpro_counter.webhooks.receiver import BadDelivery, Delivery, UnknownEvent, parse_delivery
+from simpro_counter.webhooks.events import COUNTED_EVENTS, ID_KEYS, INVOICE_EVENTS, KNOWN_EVENTS
+from simpro_counter.webhooks.receiver import Delivery, parse_delivery
 from simpro_counter.webhooks.signature import sign, verify
 from tests.service_fixtures import service_settings
 
@@ -104,6 +106,15 @@ def test_parse_every_event_family(event: str, key: str, resource: str) -> None:
     )
 
 
+def test_every_known_event_parses_and_every_counted_one_is_known() -> None:
+    for event in KNOWN_EVENTS:
+        resource = event.rpartition(".")[0]
+        key = ID_KEYS[resource]
+        assert parse_delivery(_body(_payload(event, **{key: 1}))).event == event
+    assert set(COUNTED_EVENTS) <= set(KNOWN_EVENTS)
+    assert set(INVOICE_EVENTS) <= set(COUNTED_EVENTS)
+
+
 def test_parse_string_ids_and_fallback_key() -> None:
     delivery = parse_delivery(_body(_payload(companyID="0", invoiceID=" 300555 ")))
     assert (delivery.record_id, delivery.company_id) == (300555, 0)
@@ -142,15 +153,15 @@ def test_parse_string_ids_and_fallback_key() -> None:
     ],
 )
 def test_parse_malformed(body: bytes, message: str) -> None:
-    with pytest.raises(BadDelivery) as caught:
+    with pytest.raises(BadDeliveryError) as caught:
         parse_delivery(body)
-    assert caught.value.message.startswith(message)
-    assert not isinstance(caught.value, UnknownEvent)
-    assert isinstance(caught.value, ValueError)
+    assert str(caught.value).startswith(message)
+    assert not isinstance(caught.value, UnknownEventError)
+    assert isinstance(caught.value, SimproCounterError)
 
 
 def test_parse_unknown_event() -> None:
-    with pytest.raises(UnknownEvent, match=r"Unknown event 'invoice\.exploded'; known: "):
+    with pytest.raises(UnknownEventError, match=r"Unknown event 'invoice\.exploded'; known: "):
         parse_delivery(_body(_payload("invoice.exploded", invoiceID=1)))
 
 

@@ -13,6 +13,7 @@ from simpro_counter.errors import SimproRequestError
 from simpro_counter.simpro import SimproClient
 from simpro_counter.simulator import RunningSimulator, Simulator
 from simpro_counter.webhooks import subscriptions
+from simpro_counter.webhooks.events import COUNTED_EVENTS
 from tests.conftest import client_config
 
 
@@ -20,7 +21,7 @@ async def test_register_list_delete(simulator: Simulator) -> None:
     async with SimproClient(client_config(), transport=simulator.transport()) as client:
         assert await subscriptions.list_subscriptions(client) == []
         created = await subscriptions.register(client, "https://counter.example.com/hook", "s3")
-        assert created.events == subscriptions.COUNTED_EVENTS
+        assert created.events == COUNTED_EVENTS
         assert created.status == "Enabled"
         listed = await subscriptions.list_subscriptions(client)
         assert [s.id for s in listed] == [created.id]

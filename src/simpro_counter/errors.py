@@ -62,3 +62,14 @@ class LedgerJournalGapError(StoreError):
 
 class HistoryUnavailableError(SimproCounterError):
     """No history yet: no full scan has filled the ledger, or Redis never answered."""
+
+
+# -- webhook deliveries (webhooks/receiver.py, webhooks/queue.py) --
+
+
+class BadDeliveryError(SimproCounterError):
+    """A webhook body is not a delivery this service understands; the message says why."""
+
+
+class UnknownEventError(BadDeliveryError):
+    """A well-formed delivery of an event this service does not know (answered 422, not 400)."""

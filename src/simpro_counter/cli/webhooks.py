@@ -11,7 +11,7 @@ from rich.table import Table
 
 from simpro_counter.cli.common import T, console, run
 from simpro_counter.settings import load_settings, simpro_config
-from simpro_counter.webhooks.subscriptions import COUNTED_EVENTS
+from simpro_counter.webhooks.events import COUNTED_EVENTS
 
 if TYPE_CHECKING:
     from simpro_counter.simpro import SimproClient

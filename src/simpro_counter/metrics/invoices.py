@@ -6,6 +6,10 @@ left the filter), and :meth:`InvoiceFold.remove` forgets a deleted one. So the s
 serves a full scan (pages may overlap when re-read) and incremental updates (webhooks,
 `If-Modified-Since` catch-ups).
 
+Reading one record is the pure :func:`parse_invoice` (ID and entry under a filter), which
+the fold uses and so does whatever applies an invoice to the ledger without a fold (the
+webhook worker).
+
 Records are the dicts Simpro returns: IDs may be ints or strings (`52` and `"52"` are one
 record), `Customer` may be null (such invoices count as invoices and revenue, not as a
 customer), money is a JSON number such as `735.34` and is read with `Decimal(str(value))`
@@ -113,7 +117,7 @@ class InvoiceFold:
         self.filter = invoice_filter or InvoiceFilter()
         self._invoices: dict[int, InvoiceEntry | None] = {}  # None: seen, left out by the filter
         self._invoices_of: dict[int, int] = {}  # customer ID -> number of its invoices held
-        self._dates: dict[str, date] = {}  # DateIssued text -> one shared date object
+        self._dates: dict[date, date] = {}  # interning: one date object per day
         self._customer_ids: dict[int, int] = {}  # interning: one int object per customer
         self._cents = 0
         self._without_customer = 0
@@ -137,13 +141,16 @@ class InvoiceFold:
     def parse(
         self, record: Mapping[str, object], where: str = "invoice"
     ) -> tuple[int, InvoiceEntry | None]:
-        """The invoice's ID and what the fold keeps of it (None: the filter leaves it out)."""
-        invoice_id = parse_id(record.get("ID"), what=f"{where}: invoice ID")
-        if not self.filter.accepts(record, invoice_id):
+        """:func:`parse_invoice` under this fold's filter, with customer IDs and dates
+        interned (one object per customer or day, shared by all its invoices)."""
+        invoice_id, entry = parse_invoice(record, self.filter, where)
+        if entry is None:
             return invoice_id, None
-        customer = self._customer_id(record, invoice_id)
-        cents = ex_tax_cents(record, invoice_id)
-        issued = self._date_issued(record, invoice_id)
+        customer, cents, issued = entry
+        if customer is not None:
+            customer = self._customer_ids.setdefault(customer, customer)
+        if issued is not None:
+            issued = self._dates.setdefault(issued, issued)
         return invoice_id, (customer, cents, issued)
 
     def put(self, invoice_id: int, entry: InvoiceEntry | None) -> None:
@@ -243,33 +250,46 @@ class InvoiceFold:
             if entry is not None:
                 yield invoice_id, entry
 
-    # --- parsing ---------------------------------------------------------------------
 
-    def _customer_id(self, record: Mapping[str, object], invoice_id: int) -> int | None:
-        if "Customer" not in record:
-            raise SimproDataError(
-                f"invoice {invoice_id} has no Customer field (ask for the Customer column)"
-            )
-        customer = record["Customer"]
-        if customer is None:
-            return None
-        if not isinstance(customer, Mapping):
-            raise SimproDataError(f"invoice {invoice_id}: Customer is {customer!r}, not an object")
-        customer_id = parse_id(customer.get("ID"), what=f"invoice {invoice_id}: Customer.ID")
-        # Intern: one int object per customer, shared by all its invoices.
-        return self._customer_ids.setdefault(customer_id, customer_id)
+def parse_invoice(
+    record: Mapping[str, object], invoice_filter: InvoiceFilter, where: str = "invoice"
+) -> tuple[int, InvoiceEntry | None]:
+    """The invoice's ID and what a fold or the ledger keeps of it (None: the filter leaves
+    it out); :class:`SimproDataError` saying what is wrong. Pure: nothing is kept.
 
-    def _date_issued(self, record: Mapping[str, object], invoice_id: int) -> date | None:
-        value = record.get("DateIssued")
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise SimproDataError(f"invoice {invoice_id}: DateIssued is {value!r}, not a date")
-        issued = self._dates.get(value)
-        if issued is None:
-            issued = parse_date(value, invoice_id)
-            self._dates[value] = issued
-        return issued
+    `where` names the source in error messages (e.g. "invoices page 3").
+    """
+    invoice_id = parse_id(record.get("ID"), what=f"{where}: invoice ID")
+    if not invoice_filter.accepts(record, invoice_id):
+        return invoice_id, None
+    customer = _customer_id(record, invoice_id)
+    cents = ex_tax_cents(record, invoice_id)
+    issued = _date_issued(record, invoice_id)
+    return invoice_id, (customer, cents, issued)
+
+
+def _customer_id(record: Mapping[str, object], invoice_id: int) -> int | None:
+    """`Customer.ID`, or None for an invoice without a customer."""
+    if "Customer" not in record:
+        raise SimproDataError(
+            f"invoice {invoice_id} has no Customer field (ask for the Customer column)"
+        )
+    customer = record["Customer"]
+    if customer is None:
+        return None
+    if not isinstance(customer, Mapping):
+        raise SimproDataError(f"invoice {invoice_id}: Customer is {customer!r}, not an object")
+    return parse_id(customer.get("ID"), what=f"invoice {invoice_id}: Customer.ID")
+
+
+def _date_issued(record: Mapping[str, object], invoice_id: int) -> date | None:
+    """`DateIssued`, or None when Simpro sent null or the column was not asked for."""
+    value = record.get("DateIssued")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SimproDataError(f"invoice {invoice_id}: DateIssued is {value!r}, not a date")
+    return parse_date(value, invoice_id)
 
 
 def ex_tax_cents(record: Mapping[str, object], invoice_id: int) -> int:

@@ -15,11 +15,13 @@ Choices where Simpro's behaviour is unknown or ambiguous:
 - A "drop" fault sends headers and part of the body, then closes the connection
   (in-process: httpx.RemoteProtocolError); a "slow" one ends early if the client
   hangs up. The in-process transport honours the read timeout (httpx.ReadTimeout).
-- Webhooks (companies/{id}/setup/webhooks/) get only invoice.created/updated/deleted
-  deliveries (the only data that changes), signed with hex HMAC-SHA1 in
+- Webhooks (companies/{id}/setup/webhooks/) get invoice.created/updated/deleted and
+  job/quote.created deliveries (the only data that changes), signed with hex HMAC-SHA1 in
   X-Response-Signature. Under uvicorn they go out in the background; in-process,
   `await sim.webhooks.flush()` sends them. GET /__webhooks shows the delivery log.
 """
+
+from simpro_counter.webhooks.events import KNOWN_EVENTS as WEBHOOK_EVENTS
 
 from .config import FAULT_KINDS, SimulatorConfig
 from .dataset import ChangeEvent, Dataset
@@ -28,7 +30,7 @@ from .server import RunningSimulator, running_simulator, serve
 from .simulator import Simulator
 from .stats import RequestStats
 from .truth import Truth
-from .webhooks import WEBHOOK_EVENTS, Subscription, WebhookDispatcher
+from .webhook_dispatch import Subscription, WebhookDispatcher
 
 __all__ = [
     "FAULT_KINDS",

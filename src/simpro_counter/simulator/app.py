@@ -17,7 +17,7 @@ from .api import SimproApi
 from .auth import token_endpoint
 from .control import control_routes
 from .gate import GateParts, SimproGate
-from .webhooks import webhook_routes
+from .webhook_api import webhook_routes
 
 if TYPE_CHECKING:
     from .simulator import Simulator

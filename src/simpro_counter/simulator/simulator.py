@@ -8,6 +8,8 @@ from collections.abc import Callable
 import httpx
 from starlette.applications import Starlette
 
+from simpro_counter.webhooks.events import COUNTED_EVENTS
+
 from .app import build_app
 from .auth import Authenticator, Credentials
 from .config import SimulatorConfig
@@ -16,7 +18,7 @@ from .limits import FaultInjector, LatencyModel, TokenBucket
 from .stats import RequestStats
 from .transport import SimulatorTransport
 from .truth import Truth
-from .webhooks import COUNTED_EVENTS, WebhookDispatcher
+from .webhook_dispatch import WebhookDispatcher
 
 
 class Simulator:
@@ -29,7 +31,7 @@ class Simulator:
     of every Simpro API request (/api/v1.0/... and /oauth2/token) with its running
     number, which is stats.total after counting it (so it restarts after a reset).
 
-    webhooks: subscriptions and deliveries of data set changes (see webhooks.py).
+    webhooks: subscriptions and deliveries of data set changes (see webhook_dispatch.py).
     Under uvicorn they go out in the background; in-process, `await
     sim.webhooks.flush()` sends what is queued. webhook_transport replaces the
     network for deliveries (e.g. httpx.ASGITransport of a receiving app).

@@ -1,7 +1,7 @@
 """`POST /api/simpro/webhooks`: verify a Simpro delivery and queue it, nothing more.
 
 The answer must be fast, so no Simpro call happens here: an accepted delivery is appended
-to the `Keys.webhook_events` stream and applied later by the `webhook-workers` group.
+to the webhook queue (`webhooks/queue.py`) and applied later by the `webhook-workers` group.
 Deliveries are not de-duplicated on arrival (Simpro may redeliver); applying is idempotent.
 """
 
@@ -10,22 +10,18 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request, Response
-from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
 
-from simpro_counter.keys import WEBHOOK_STREAM_LENGTH, Keys
+from simpro_counter.errors import BadDeliveryError, StoreError, UnknownEventError
+from simpro_counter.keys import Keys
 from simpro_counter.web.http import json_response, runtime_of
-from simpro_counter.webhooks.receiver import BadDelivery, UnknownEvent, parse_delivery
+from simpro_counter.webhooks.queue import enqueue
+from simpro_counter.webhooks.receiver import parse_delivery
 from simpro_counter.webhooks.signature import verify
 
 router = APIRouter()
 log = logging.getLogger("simpro_counter")
 
 MAX_BODY_BYTES = 64 * 1024
-
-
-class _TooLargeError(Exception):
-    pass
 
 
 @router.post(
@@ -52,9 +48,8 @@ async def receive_webhook(request: Request) -> Response:
     declared = request.headers.get("content-length", "")
     if declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
         return _too_large(request)
-    try:
-        body = await _read_body(request)
-    except _TooLargeError:
+    body = await _read_body(request)
+    if body is None:
         return _too_large(request)
     if not verify(
         body,
@@ -65,31 +60,17 @@ async def receive_webhook(request: Request) -> Response:
         return _refuse(request, 401, "Missing or invalid signature")
     try:
         delivery = parse_delivery(body)
-    except UnknownEvent as exc:
-        return _refuse(request, 422, exc.message)
-    except BadDelivery as exc:
-        return _refuse(request, 400, exc.message)
-    fields: dict[FieldT, EncodableT] = {
-        "event": delivery.event,
-        "resource": delivery.resource,
-        "action": delivery.action,
-        "id": str(delivery.record_id),
-        "company": str(delivery.company_id),
-        "triggered": delivery.triggered,
-    }
+    except UnknownEventError as exc:
+        return _refuse(request, 422, str(exc))
+    except BadDeliveryError as exc:
+        return _refuse(request, 400, str(exc))
     try:
-        await runtime.redis_client.xadd(
-            Keys(settings.key_prefix).webhook_events,
-            fields,
-            maxlen=WEBHOOK_STREAM_LENGTH,
-            approximate=True,
-        )
-    except (RedisError, OSError, TimeoutError) as exc:
+        await enqueue(runtime.redis_client, Keys(settings.key_prefix), delivery)
+    except StoreError as exc:
         return _refuse(
             request,
             503,
-            f"Redis is unavailable ({type(exc).__name__}): the delivery was not queued, "
-            "retry later",
+            f"Redis is unavailable ({exc}): the delivery was not queued, retry later",
             headers={"Retry-After": "30"},
         )
     log.info("Webhook %s %s queued", delivery.event, delivery.record_id)
@@ -98,14 +79,14 @@ async def receive_webhook(request: Request) -> Response:
     )
 
 
-async def _read_body(request: Request) -> bytes:
-    """The raw body, read chunk by chunk; :class:`_TooLargeError` once it passes the limit."""
+async def _read_body(request: Request) -> bytes | None:
+    """The raw body, read chunk by chunk; None once it passes the limit (the rest unread)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise _TooLargeError
+            return None
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -1,1 +1,7 @@
-"""Simpro webhooks: managing the subscription (and, next, receiving the events)."""
+"""Simpro webhooks: the event names, the subscription, parsing and queueing deliveries, and
+the worker that applies them.
+
+`events` lists the event names once; `subscriptions` manages the build's subscription;
+`signature` and `receiver` verify and parse a delivery; `queue` owns the Redis stream it
+waits in (both sides); `worker` applies it to the ledger and publishes the values.
+"""

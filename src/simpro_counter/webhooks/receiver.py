@@ -13,39 +13,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from simpro_counter.errors import SimproDataError
+from simpro_counter.errors import BadDeliveryError, SimproDataError, UnknownEventError
 from simpro_counter.ids import parse_id
+from simpro_counter.webhooks.events import ID_KEYS, KNOWN_EVENTS
 
-# Event family (everything before the last dot) -> the reference key of the record's ID.
-ID_KEYS = {
-    "invoice": "invoiceID",
-    "job": "jobID",
-    "quote": "quoteID",
-    "company.customer": "customerID",
-    "individual.customer": "customerID",
-}
-KNOWN_EVENTS = frozenset(
-    {
-        *(f"invoice.{action}" for action in ("created", "updated", "deleted", "status")),
-        *(
-            f"{family}.{action}"
-            for family in ("job", "quote", "company.customer", "individual.customer")
-            for action in ("created", "updated", "deleted")
-        ),
-    }
-)
-
-
-class BadDelivery(ValueError):  # noqa: N818 (a public name, kept for compatibility)
-    """The body is not a delivery this service understands; the message says why."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class UnknownEvent(BadDelivery):
-    """Well-formed, but an event this service does not know (answered 422, not 400)."""
+_KNOWN = frozenset(KNOWN_EVENTS)
 
 
 @dataclass(frozen=True)
@@ -63,34 +35,34 @@ class Delivery:
 
 
 def parse_delivery(body: bytes) -> Delivery:
-    """The delivery in `body`, or :class:`BadDelivery` saying precisely what is wrong."""
+    """The delivery in `body`, or :class:`BadDeliveryError` saying precisely what is wrong."""
     try:
         payload: Any = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadDelivery(f"Body is not valid JSON: {exc}") from None
+        raise BadDeliveryError(f"Body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise BadDelivery(f"Body must be a JSON object, not {_json_type(payload)}")
+        raise BadDeliveryError(f"Body must be a JSON object, not {_json_type(payload)}")
     event = payload.get("ID")
     if event is None or event == "":
-        raise BadDelivery('Missing event name: the "ID" field (e.g. "invoice.created")')
+        raise BadDeliveryError('Missing event name: the "ID" field (e.g. "invoice.created")')
     if not isinstance(event, str):
-        raise BadDelivery(f'"ID" must be an event name string, not {_json_type(event)}')
-    if event not in KNOWN_EVENTS:
-        raise UnknownEvent(
+        raise BadDeliveryError(f'"ID" must be an event name string, not {_json_type(event)}')
+    if event not in _KNOWN:
+        raise UnknownEventError(
             f"Unknown event {event[:100]!r}; known: {', '.join(sorted(KNOWN_EVENTS))}"
         )
     resource, _, action = event.rpartition(".")
     reference = payload.get("reference")
     if not isinstance(reference, dict):
         what = "missing" if reference is None else f"{_json_type(reference)}, not an object"
-        raise BadDelivery(f'"reference" is {what}')
+        raise BadDeliveryError(f'"reference" is {what}')
     key = _id_key(resource, reference)
     try:
         record_id = parse_id(reference[key], what=f"reference.{key}")
         company_raw = reference.get("companyID", 0)
         company_id = parse_id(company_raw, what="reference.companyID")
     except SimproDataError as exc:
-        raise BadDelivery(str(exc)) from None
+        raise BadDeliveryError(str(exc)) from None
     triggered = payload.get("date_triggered")
     return Delivery(
         event=event,
@@ -110,7 +82,7 @@ def _id_key(resource: str, reference: dict[str, Any]) -> str:
     if len(others) == 1:
         return others[0]
     found = ", ".join(repr(str(k)[:40]) for k in list(reference)[:10]) or "no keys"
-    raise BadDelivery(f'Missing record ID: "reference" has no {key!r} (it has {found})')
+    raise BadDeliveryError(f'Missing record ID: "reference" has no {key!r} (it has {found})')
 
 
 def _json_type(value: object) -> str:

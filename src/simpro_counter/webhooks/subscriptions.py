@@ -8,19 +8,9 @@ from typing import Any
 from simpro_counter.errors import SimproDataError
 from simpro_counter.ids import parse_id
 from simpro_counter.simpro import SimproClient
+from simpro_counter.webhooks.events import COUNTED_EVENTS
 
 RESOURCE = "setup/webhooks"
-# What keeps the counters current: every change to an invoice (customers, invoices,
-# revenue, growth history), and jobs and quotes created or deleted (their counts).
-INVOICE_EVENTS = ("invoice.created", "invoice.updated", "invoice.deleted")
-COUNTED_EVENTS = (
-    *INVOICE_EVENTS,
-    "invoice.status",  # a stage change, which INVOICE_STAGES may count or not
-    "job.created",
-    "job.deleted",
-    "quote.created",
-    "quote.deleted",
-)
 DEFAULT_NAME = "simpro-counter"
 
 

@@ -1,9 +1,9 @@
 """Applies queued webhook deliveries: fetch the record, update the ledger, publish the values.
 
-Deliveries wait in a Redis stream (`Keys.webhook_events`) read by the consumer group
-`webhook-workers`: each replica is one consumer, an entry is acknowledged only once
-applied, and entries a stopped replica had taken are claimed by another after a minute,
-so a delivery survives a process that stops. Applying is idempotent (the ledger ignores
+Deliveries wait in the webhook queue (`webhooks/queue.py`, a Redis stream read by the
+consumer group `webhook-workers`): each replica is one consumer, an entry is acknowledged
+only once applied, and entries a stopped replica had taken are claimed by another after a
+minute, so a delivery survives a process that stops. Applying is idempotent (the ledger ignores
 an invoice whose entry did not change), so duplicates, replays and reordering are
 harmless: the record is always fetched as it is now.
 
@@ -19,21 +19,27 @@ import asyncio
 import logging
 import socket
 import time
-from typing import Any
 
 import httpx
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
 
-from simpro_counter.errors import RefreshRunningError, SimproCounterError, SimproDataError
-from simpro_counter.keys import WEBHOOK_GROUP, Keys
-from simpro_counter.metrics import METRICS, InvoiceFold
+from simpro_counter.errors import (
+    RefreshRunningError,
+    SimproCounterError,
+    SimproDataError,
+    StoreError,
+)
+from simpro_counter.keys import Keys
+from simpro_counter.metrics import METRICS
+from simpro_counter.metrics.invoices import InvoiceEntry, parse_invoice
 from simpro_counter.publishing import publish_from_ledger
 from simpro_counter.refresh import Refresher
 from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.store.base import Store
 from simpro_counter.store.ledger import DELETED, InvoiceLedgerStore
 from simpro_counter.store.tasks import stop_task
+from simpro_counter.webhooks.queue import WebhookQueue
+from simpro_counter.webhooks.receiver import Delivery
 
 log = logging.getLogger("simpro_counter.webhooks")
 
@@ -56,6 +62,13 @@ _RECOUNTED = {m.resource.removesuffix("s"): m.name for m in METRICS.values() if 
 
 
 class WebhookWorker:
+    """One replica's consumer of the webhook queue, running as a task from :meth:`start`.
+
+    Redis failing (the queue, the ledger or the store: all :class:`StoreError`) pauses
+    the loop for a second; entries taken and not acknowledged are claimed again once they
+    have been idle for `claim_idle`.
+    """
+
     def __init__(
         self,
         redis: Redis,
@@ -68,16 +81,13 @@ class WebhookWorker:
         transport: httpx.AsyncBaseTransport | None = None,
         claim_idle: float = _CLAIM_IDLE_SECONDS,
     ) -> None:
-        self._redis = redis
-        self._claim_idle_ms = int(claim_idle * 1000)
-        self._stream = keys.webhook_events
+        consumer = f"{socket.gethostname()}-{id(self):x}-{int(time.time())}"
+        self._queue = WebhookQueue(redis, keys, consumer, claim_idle_ms=int(claim_idle * 1000))
         self._store = store
         self._ledger = ledger
         self._simpro = simpro
         self._refresher = refresher
-        self._fold = InvoiceFold(refresher.invoice_filter)  # parses records; never fed
         self._transport = transport
-        self._consumer = f"{socket.gethostname()}-{id(self):x}-{int(time.time())}"
         self._task: asyncio.Task[None] | None = None
         # Recounts run beside the loop, one per metric at a time, so a slow one (a running
         # refresh to wait for, a rate-limited Simpro) never holds up invoice deliveries.
@@ -100,43 +110,22 @@ class WebhookWorker:
         async with SimproClient(self._simpro, transport=self._transport) as client:
             while True:
                 try:
-                    await self._ensure_group()
+                    await self._queue.ensure_group()
                     await self._work(client)
-                except (RedisError, OSError) as exc:
+                except StoreError as exc:
                     log.warning("Webhook queue unavailable (%s); retrying in 1 s", exc)
                     await asyncio.sleep(1)
 
-    async def _ensure_group(self) -> None:
-        try:
-            await self._redis.xgroup_create(self._stream, WEBHOOK_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
     async def _work(self, client: SimproClient) -> None:
         while True:
-            claimed: Any = await self._redis.xautoclaim(
-                self._stream,
-                WEBHOOK_GROUP,
-                self._consumer,
-                self._claim_idle_ms,
-                "0-0",
-                count=_BATCH,
-            )
-            entries: list[tuple[str, dict[str, str]]] = list(claimed[1]) if claimed else []
-            if not entries:
-                answer: Any = await self._redis.xreadgroup(
-                    WEBHOOK_GROUP, self._consumer, {self._stream: ">"}, count=_BATCH,
-                    block=_BLOCK_MS,
-                )  # fmt: skip
-                entries = [entry for _, stream_entries in answer or [] for entry in stream_entries]
             recounts: dict[str, list[str]] = {}
-            for entry_id, fields in entries:
-                metric = _RECOUNTED.get(fields.get("resource", ""))
-                if metric is not None and self._ours(fields):
-                    recounts.setdefault(metric, []).append(entry_id)
-                elif await self._apply(client, fields):
-                    await self._redis.xack(self._stream, WEBHOOK_GROUP, entry_id)
+            for queued in await self._queue.take(_BATCH, _BLOCK_MS):
+                delivery = queued.delivery
+                metric = _RECOUNTED.get(delivery.resource)
+                if metric is not None and self._ours(delivery):
+                    recounts.setdefault(metric, []).append(queued.entry_id)
+                elif await self._apply(client, delivery):
+                    await self._queue.ack(queued.entry_id)
             for metric, entry_ids in recounts.items():
                 self._queue_recount(metric, entry_ids)
 
@@ -157,12 +146,12 @@ class WebhookWorker:
         while entry_ids := self._recount_waiting.pop(metric, []):
             try:
                 if await self._recount(metric):
-                    await self._redis.xack(self._stream, WEBHOOK_GROUP, *entry_ids)
-            except (RedisError, OSError) as exc:
+                    await self._queue.ack(*entry_ids)
+            except StoreError as exc:
                 log.warning("Webhook recount of %s: Redis failed (%s); will retry", metric, exc)
 
-    def _ours(self, fields: dict[str, str]) -> bool:
-        return int(fields.get("company", "0")) == self._simpro.company_id
+    def _ours(self, delivery: Delivery) -> bool:
+        return delivery.company_id == self._simpro.company_id
 
     async def _recount(self, metric: str) -> bool:
         """Count `metric` again; False to leave its deliveries pending (retried later)."""
@@ -180,30 +169,32 @@ class WebhookWorker:
                 log.warning("Webhook for %s: Simpro failed (%s); will retry", metric, exc)
                 return False
 
-    async def _apply(self, client: SimproClient, fields: dict[str, str]) -> bool:
+    async def _apply(self, client: SimproClient, delivery: Delivery) -> bool:
         """Apply one delivery; False to leave it pending (retried later)."""
-        if fields.get("resource") != "invoice":
+        if delivery.resource != "invoice":
             return True  # customer events change no metric: customers count by invoice
-        if not self._ours(fields):
+        if not self._ours(delivery):
             return True
-        invoice_id = int(fields["id"])
+        event, invoice_id = delivery.event, delivery.record_id
         try:
             record = await client.record("invoices", invoice_id)
         except SimproCounterError as exc:
-            log.warning("Webhook %s %s: Simpro failed (%s); will retry", fields["event"],
-                        invoice_id, exc)  # fmt: skip
+            log.warning("Webhook %s %s: Simpro failed (%s); will retry", event, invoice_id, exc)
             return False
-        try:
-            entry = None if record is None else self._fold.parse(record, "webhook invoice")[1]
-        except SimproDataError as exc:
-            # Retrying cannot fix Simpro's data: the ledger keeps what it had, and the next
-            # full reconciliation reads the invoice again.
-            log.error("Webhook %s %s not applied: %s", fields["event"], invoice_id, exc)
-            return True
+        invoice_filter = self._refresher.invoice_filter
+        entry: InvoiceEntry | None = None  # None: deleted, or left out by the invoice filter
+        if record is not None:
+            try:
+                entry = parse_invoice(record, invoice_filter, "webhook invoice")[1]
+            except SimproDataError as exc:
+                # Retrying cannot fix Simpro's data: the ledger keeps what it had, and the
+                # next full reconciliation reads the invoice again.
+                log.error("Webhook %s %s not applied: %s", event, invoice_id, exc)
+                return True
         change = await self._ledger.apply(invoice_id, DELETED if entry is None else entry)
         self.applied += 1
-        log.info("Webhook %s %s applied: %s", fields["event"], invoice_id, change.outcome)
+        log.info("Webhook %s %s applied: %s", event, invoice_id, change.outcome)
         # Also after "unchanged": a previous attempt at this delivery may have applied it
         # and stopped before publishing all three values.
-        await publish_from_ledger(self._store, self._ledger, self._refresher.invoice_filter)
+        await publish_from_ledger(self._store, self._ledger, invoice_filter)
         return True

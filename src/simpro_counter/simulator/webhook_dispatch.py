@@ -1,9 +1,10 @@
-"""Webhook subscriptions (companies/{id}/setup/webhooks/) and their signed deliveries.
+"""Webhook subscriptions of the simulated build and the signed delivery of their events.
 
 Every data set change (Dataset.listeners) queues one delivery per Enabled
 subscription of the data's company whose Events include it. Deliveries are POSTed
 by asyncio tasks, one worker per subscription so each subscription sees its
 events in order, with retries after a connection error or a non-2xx answer.
+The HTTP side (companies/{id}/setup/webhooks/ and GET /__webhooks) is webhook_api.py.
 
 Which event loop runs them:
 - Under uvicorn (running_simulator, serve) the app's lifespan calls start(), and
@@ -25,46 +26,19 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import httpx
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from .config import callback_url_error
+from simpro_counter.webhooks.events import INVOICE_EVENTS
+
 from .dataset import ChangeEvent
-from .listing import list_page
-from .query import QueryError, parse_columns, parse_list_query
-from .records import pick, rfc3339
-from .table import Row, Table
+from .records import rfc3339
 
-_RESOURCES = ("invoice", "job", "quote", "company.customer", "individual.customer")
-WEBHOOK_EVENTS: tuple[str, ...] = (
-    *(f"{r}.{a}" for r in _RESOURCES for a in ("created", "updated", "deleted")),
-    "invoice.status",
-)
-INVOICE_EVENTS: tuple[str, ...] = (
-    "invoice.created",
-    "invoice.updated",
-    "invoice.deleted",
-    "invoice.status",
-)
-# What the demo subscription asks for: everything that moves a counter.
-COUNTED_EVENTS: tuple[str, ...] = (
-    *INVOICE_EVENTS,
-    "job.created",
-    "job.deleted",
-    "quote.created",
-    "quote.deleted",
-)
-WEBHOOK_FIELDS = frozenset(
-    {"ID", "Name", "CallbackURL", "Secret", "Events", "Status", "Description"}
-)
-_SUMMARY_FIELDS = ("ID", "Name", "CallbackURL", "Events", "Status")
-_STATUSES = ("Enabled", "Disabled")
 DEFAULT_BACKOFF: tuple[float, ...] = (0.2, 0.5, 1.0)  # seconds before each retry
 DEFAULT_BUILD = "simulator.simprosuite.com"
-WEBHOOKS_PATH = "/api/v1.0/companies/{company}/setup/webhooks{rest:path}"
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -88,6 +62,34 @@ class Subscription:
             "Status": self.status,
             "Description": self.description,
         }
+
+
+@dataclass(frozen=True)
+class SubscriptionFields:
+    """The fields a POST or PATCH of a subscription gives; None: not given (left as is)."""
+
+    name: str | None = None
+    callback_url: str | None = None
+    secret: str | None = None
+    events: tuple[str, ...] | None = None
+    status: str | None = None
+    description: str | None = None
+
+    def applied_to(self, sub: Subscription) -> Subscription:
+        """`sub` with every given field replaced."""
+        return replace(
+            sub,
+            name=_given(self.name, sub.name),
+            callback_url=_given(self.callback_url, sub.callback_url),
+            secret=_given(self.secret, sub.secret),
+            events=_given(self.events, sub.events),
+            status=_given(self.status, sub.status),
+            description=_given(self.description, sub.description),
+        )
+
+
+def _given(value: _T | None, current: _T) -> _T:
+    return current if value is None else value
 
 
 @dataclass(frozen=True)
@@ -187,12 +189,14 @@ class WebhookDispatcher:
             sub = self._subscriptions.get(sub_id)
             return replace(sub) if sub is not None and sub.company_id == company_id else None
 
-    def update(self, company_id: int, sub_id: int, **changes: object) -> Subscription | None:
+    def update(
+        self, company_id: int, sub_id: int, changes: SubscriptionFields
+    ) -> Subscription | None:
         with self._lock:
             sub = self._subscriptions.get(sub_id)
             if sub is None or sub.company_id != company_id:
                 return None
-            updated = replace(sub, **changes)  # type: ignore[arg-type]
+            updated = changes.applied_to(sub)
             self._subscriptions[sub_id] = updated
             return replace(updated)
 
@@ -384,179 +388,3 @@ class WebhookDispatcher:
                 "pending": sum(len(q) for q in self._queues.pending.values()),
                 "deliveries": list(self.log),
             }
-
-
-# -- the HTTP side -----------------------------------------------------------------
-
-
-def _error(status: int, message: str, path: str | None = None) -> JSONResponse:
-    item = {"message": message} if path is None else {"path": path, "message": message}
-    return JSONResponse({"errors": [item]}, status_code=status)
-
-
-def _errors(items: list[dict[str, str]]) -> JSONResponse:
-    return JSONResponse({"errors": items}, status_code=422)
-
-
-def _validate(
-    body: Mapping[str, object], *, partial: bool
-) -> tuple[dict[str, object], list[dict[str, str]]]:
-    """Subscription fields from a POST/PATCH body, as Subscription keyword arguments."""
-    errors: list[dict[str, str]] = []
-    fields: dict[str, object] = {}
-
-    def bad(path: str, message: str) -> None:
-        errors.append({"path": path, "message": message})
-
-    for key in body:
-        if key == "ID":
-            bad(key, "ID is read-only")
-        elif key not in WEBHOOK_FIELDS:
-            bad(key, f"unknown field {key}")
-    if not partial:
-        for key in ("Name", "CallbackURL", "Events"):
-            if key not in body:
-                bad(key, f"{key} is required")
-    for key, attr in (("Name", "name"), ("Secret", "secret"), ("Description", "description")):
-        if key in body:
-            value = body[key]
-            if not isinstance(value, str) or (key == "Name" and not value.strip()):
-                bad(key, f"{key} must be a{' non-empty' if key == 'Name' else ''} string")
-            else:
-                fields[attr] = value
-    if "CallbackURL" in body:
-        url = body["CallbackURL"]
-        problem = "must be a string" if not isinstance(url, str) else callback_url_error(url)
-        if problem:
-            bad("CallbackURL", f"CallbackURL {problem}")
-        else:
-            fields["callback_url"] = url
-    if "Events" in body:
-        events = body["Events"]
-        if not isinstance(events, list) or not events:
-            bad("Events", "Events must be a non-empty list of event names")
-        else:
-            unknown = [e for e in events if not isinstance(e, str) or e not in WEBHOOK_EVENTS]
-            if unknown:
-                bad("Events", f"unknown events {unknown}; known: {list(WEBHOOK_EVENTS)}")
-            else:
-                fields["events"] = tuple(dict.fromkeys(events))
-    if "Status" in body:
-        status = body["Status"]
-        if status not in _STATUSES:
-            bad("Status", "Status must be Enabled or Disabled")
-        else:
-            fields["status"] = status
-    return fields, errors
-
-
-class WebhookApi:
-    """companies/{id}/setup/webhooks/[{id}]: GET, POST, PATCH, DELETE."""
-
-    def __init__(self, dispatcher: WebhookDispatcher, company_ids: tuple[int, ...]) -> None:
-        self._dispatcher = dispatcher
-        self._company_ids = company_ids
-
-    async def handle(self, request: Request) -> Response:
-        raw_company = str(request.path_params["company"])
-        rest = str(request.path_params["rest"])
-        company = int(raw_company) if raw_company.isdigit() else -1
-        if company not in self._company_ids:
-            return _error(404, f"Company {raw_company} not found")
-        if rest and not rest.startswith("/"):
-            return _error(404, "Not found")
-        segments = [s for s in rest.split("/") if s]
-        method = request.method
-        try:
-            if not segments:
-                if method == "GET":
-                    return self._list(request, company)
-                if method == "POST":
-                    return await self._create(request, company)
-            elif len(segments) == 1:
-                sub_id = int(segments[0]) if segments[0].isdigit() else -1
-                if method == "GET":
-                    return self._detail(request, company, sub_id)
-                if method == "PATCH":
-                    return await self._update(request, company, sub_id)
-                if method == "DELETE":
-                    if not self._dispatcher.unsubscribe(company, sub_id):
-                        return _error(404, f"Webhook {segments[0]} not found")
-                    return Response(status_code=204)
-            else:
-                return _error(404, "Not found")
-        except QueryError as exc:
-            return JSONResponse(exc.as_json(), status_code=422)
-        return _error(405, "Method Not Allowed")
-
-    def _list(self, request: Request, company: int) -> Response:
-        query = parse_list_query(request.query_params.multi_items(), WEBHOOK_FIELDS)
-        table = Table(_row(s) for s in self._dispatcher.subscriptions(company))
-        page = list_page(table, query)
-        headers = {
-            "Result-Total": str(page.total),
-            "Result-Pages": str(page.pages),
-            "Result-Count": str(page.count),
-        }
-        return JSONResponse(page.items, headers=headers)
-
-    def _detail(self, request: Request, company: int, sub_id: int) -> Response:
-        columns = parse_columns(request.query_params.get("columns"), WEBHOOK_FIELDS)
-        sub = self._dispatcher.subscription(company, sub_id)
-        if sub is None:
-            return _error(404, f"Webhook {sub_id} not found")
-        doc = sub.as_json()
-        return JSONResponse(doc if columns is None else pick(doc, columns))
-
-    async def _create(self, request: Request, company: int) -> Response:
-        body = await _json_body(request)
-        if isinstance(body, Response):
-            return body
-        fields, errors = _validate(body, partial=False)
-        if errors:
-            return _errors(errors)
-        sub = self._dispatcher.subscribe(company, **fields)  # type: ignore[arg-type]
-        return JSONResponse(sub.as_json(), status_code=201)
-
-    async def _update(self, request: Request, company: int, sub_id: int) -> Response:
-        if self._dispatcher.subscription(company, sub_id) is None:
-            return _error(404, f"Webhook {sub_id} not found")
-        body = await _json_body(request)
-        if isinstance(body, Response):
-            return body
-        fields, errors = _validate(body, partial=True)
-        if errors:
-            return _errors(errors)
-        sub = self._dispatcher.update(company, sub_id, **fields)
-        if sub is None:  # deleted meanwhile
-            return _error(404, f"Webhook {sub_id} not found")
-        return JSONResponse(sub.as_json())
-
-
-async def _json_body(request: Request) -> dict[str, object] | Response:
-    try:
-        data = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _errors([{"path": "", "message": f"invalid JSON: {exc}"}])
-    if not isinstance(data, dict):
-        return _errors([{"path": "", "message": "expected a JSON object"}])
-    return data
-
-
-def _row(sub: Subscription) -> Row:
-    doc = sub.as_json()
-    return Row(sub.id, 0, pick(doc, _SUMMARY_FIELDS), doc)
-
-
-def webhook_routes(dispatcher: WebhookDispatcher, company_ids: tuple[int, ...]) -> list[Route]:
-    """The Simpro subscription API (must precede the generic /api/v1.0/ GET route)
-    and the unauthenticated GET /__webhooks view of subscriptions and deliveries."""
-    api = WebhookApi(dispatcher, company_ids)
-
-    async def show(request: Request) -> Response:
-        return JSONResponse(dispatcher.as_json())
-
-    return [
-        Route(WEBHOOKS_PATH, api.handle, methods=["GET", "POST", "PATCH", "DELETE"]),
-        Route("/__webhooks", show, methods=["GET"]),
-    ]
