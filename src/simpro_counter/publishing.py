@@ -66,10 +66,14 @@ async def publish_from_ledger(
         counts = await ledger.counts()
         values = counts.metric_values()
         behind = False
-        for metric in group_members(INVOICE_GROUP):
-            current = await store.read(metric)
-            if current is None or not built_on_ledger(current, invoice_filter):
-                return LedgerPublish.NOT_BUILT_ON_LEDGER  # no full scan behind the ledger yet
+        # Every member is checked before any moves, so a group is never published half.
+        members = group_members(INVOICE_GROUP)
+        stored = [await store.read(metric) for metric in members]
+        built = [v for v in stored if v is not None and built_on_ledger(v, invoice_filter)]
+        if len(built) != len(members):
+            return LedgerPublish.NOT_BUILT_ON_LEDGER  # no full scan behind the ledger yet
+        for current in built:
+            metric = current.metric
             if current.ledger_version >= counts.version:
                 continue
             moved = replace(

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from simpro_counter.metrics import InvoiceFold
+from simpro_counter.metrics import InvoiceFilter
+from simpro_counter.metrics.invoices import parse_invoice
 from simpro_counter.scan import INVOICES, SCAN_COLUMNS
 from simpro_counter.simpro import SimproClient
 from simpro_counter.store.ledger import DELETED, InvoiceLedgerStore, LedgerCounts
@@ -39,12 +40,12 @@ class SyncReport:
 
 
 async def sync_changes(
-    client: SimproClient, ledger: InvoiceLedgerStore, cursor: str, fold: InvoiceFold
+    client: SimproClient, ledger: InvoiceLedgerStore, cursor: str, invoice_filter: InvoiceFilter
 ) -> SyncReport:
     """Apply every invoice changed since `cursor` to the ledger.
 
-    `fold` parses each record under the invoice filter (it is not fed: the ledger holds
-    the state); a changed invoice the filter now leaves out leaves the ledger.
+    Each record is parsed under `invoice_filter` (the ledger holds the state, so nothing
+    is folded here); a changed invoice the filter now leaves out leaves the ledger.
     """
     started = time.monotonic()
     requests_before = client.stats.requests
@@ -56,7 +57,7 @@ async def sync_changes(
     ):
         next_cursor = next_cursor or page.date
         for record in page.records:
-            invoice_id, entry = fold.parse(record, "changed invoice")
+            invoice_id, entry = parse_invoice(record, invoice_filter, "changed invoice")
             await ledger.apply(invoice_id, DELETED if entry is None else entry)
             changed += 1
     return SyncReport(

@@ -121,9 +121,7 @@ class IncrementalStrategy:
         if not cursor:
             raise ValueError("an incremental sync starts from a value with a cursor")
         async with self.source.client() as client:
-            synced = await sync_changes(
-                client, self.ledger, cursor, InvoiceFold(self.invoice_filter)
-            )
+            synced = await sync_changes(client, self.ledger, cursor, self.invoice_filter)
         report = synced.as_json()
         provenance = replace(
             self.current.provenance, cursor=synced.cursor, ledger_version=synced.counts.version
