@@ -56,6 +56,26 @@ def test_no_part_imports_the_web_layer_or_the_command_line() -> None:
     assert upward == []
 
 
+# Layers that must not reach up: the webhook worker publishes through `publishing` and
+# recounts through its `Recounter` protocol; the store and the pure metrics import neither
+# the refresh nor the webhooks.
+FORBIDDEN_UPWARD = {
+    "webhooks/": ("simpro_counter.refresh", "simpro_counter.wiring", "simpro_counter.scheduler"),
+    "store/": ("simpro_counter.refresh", "simpro_counter.webhooks", "simpro_counter.publishing"),
+    "metrics/": ("simpro_counter.store", "simpro_counter.simpro", "simpro_counter.refresh"),
+}
+
+
+def test_lower_layers_do_not_import_the_layers_above_them() -> None:
+    upward = [
+        (name, sorted(m for m in imported if m.startswith(FORBIDDEN_UPWARD[layer])))
+        for name, imported in _modules()
+        for layer in FORBIDDEN_UPWARD
+        if name.startswith(layer) and any(m.startswith(FORBIDDEN_UPWARD[layer]) for m in imported)
+    ]
+    assert upward == []
+
+
 def test_the_simpro_client_is_built_without_the_settings() -> None:
     simpro = [
         name

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import socket
 import time
+from typing import Protocol
 
 import httpx
 from redis.asyncio import Redis
@@ -30,14 +31,14 @@ from simpro_counter.errors import (
     StoreError,
 )
 from simpro_counter.keys import Keys
-from simpro_counter.metrics import METRICS
+from simpro_counter.metrics import METRICS, InvoiceFilter
 from simpro_counter.metrics.invoices import InvoiceEntry, parse_invoice
 from simpro_counter.publishing import publish_from_ledger
-from simpro_counter.refresh import Refresher
 from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.store.base import Store
 from simpro_counter.store.ledger import DELETED, InvoiceLedgerStore
 from simpro_counter.store.tasks import stop_task
+from simpro_counter.store.values import MetricValue
 from simpro_counter.webhooks.queue import WebhookQueue
 from simpro_counter.webhooks.receiver import Delivery
 
@@ -61,6 +62,17 @@ _RECOUNT_POLL_SECONDS = 0.2
 _RECOUNTED = {m.resource.removesuffix("s"): m.name for m in METRICS.values() if m.uses_result_total}
 
 
+class Recounter(Protocol):
+    """What the worker needs of a refresher (`refresh.Refresher` is one): the invoice
+    filter deliveries are parsed under, and a recount of jobs or quotes. A protocol, so
+    webhooks/ does not depend on refresh/."""
+
+    @property
+    def invoice_filter(self) -> InvoiceFilter: ...
+
+    async def refresh(self, metric: str, *, in_history: bool = True) -> MetricValue: ...
+
+
 class WebhookWorker:
     """One replica's consumer of the webhook queue, running as a task from :meth:`start`.
 
@@ -76,7 +88,7 @@ class WebhookWorker:
         store: Store,
         ledger: InvoiceLedgerStore,
         simpro: SimproConfig,
-        refresher: Refresher,
+        refresher: Recounter,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         claim_idle: float = _CLAIM_IDLE_SECONDS,
