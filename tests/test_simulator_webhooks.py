@@ -126,38 +126,50 @@ async def test_subscription_crud_with_auth(
     assert (await api.get(HOOKS, headers={"Authorization": "Bearer wrong"})).status_code == 401
     assert (await api.post(HOOKS, json=body(), headers={"Authorization": ""})).status_code == 401
 
-    created = await api.post(HOOKS, json=body(Description="for the counter"))
+    created = await api.post(
+        HOOKS, json=body(Description="for the counter", Email="ops@example.com")
+    )
     assert created.status_code == 201, created.text
     doc = created.json()
     sub_id = doc["ID"]
+    assert datetime.fromisoformat(doc.pop("DateCreated")).tzinfo is not None
     assert doc == {
         "ID": sub_id,
         "Name": "Counter",
         "CallbackURL": "http://receiver/hook",
         "Secret": SECRET,
+        "Email": "ops@example.com",
         "Events": ["invoice.created", "invoice.updated", "invoice.deleted"],
         "Status": "Enabled",
         "Description": "for the counter",
     }
+    doc = created.json()
     assert (await api.get(f"{HOOKS}{sub_id}")).json() == doc
     assert (await api.get(f"{HOOKS}{sub_id}", params={"columns": "ID,Status"})).json() == {
         "ID": sub_id,
         "Status": "Enabled",
     }
 
+    # PATCH answers 204 without a body, as Simpro does; a GET shows the change.
     patched = await api.patch(f"{HOOKS}{sub_id}", json={"Status": "Disabled", "Name": "Off"})
-    assert patched.status_code == 200, patched.text
-    assert patched.json() == {**doc, "Status": "Disabled", "Name": "Off"}
+    assert patched.status_code == 204, patched.text
+    assert patched.content == b""
+    assert (await api.get(f"{HOOKS}{sub_id}")).json() == {
+        **doc,
+        "Status": "Disabled",
+        "Name": "Off",
+    }
 
-    # The list is paginated like every Simpro list and leaves the Secret out.
+    # The list is paginated like every Simpro list and shows only ID and Name unless
+    # columns asks for more.
     for n in range(2):
         assert (await api.post(HOOKS, json=body(Name=f"extra {n}"))).status_code == 201
     page = await api.get(HOOKS.rstrip("/"), params={"pageSize": 2})
     assert page.status_code == 200
     assert (page.headers["Result-Total"], page.headers["Result-Pages"]) == ("3", "2")
-    assert [item["ID"] for item in page.json()] == [sub_id, sub_id + 1]
-    assert "Secret" not in page.json()[0]
-    assert page.json()[0]["Status"] == "Disabled"
+    assert page.json() == [{"ID": sub_id, "Name": "Off"}, {"ID": sub_id + 1, "Name": "extra 0"}]
+    asked = await api.get(HOOKS, params={"pageSize": 1, "columns": "ID,Status,DateCreated"})
+    assert asked.json() == [{"ID": sub_id, "Status": "Disabled", "DateCreated": doc["DateCreated"]}]
 
     assert (await api.delete(f"{HOOKS}{sub_id}")).status_code == 204
     assert (await api.get(f"{HOOKS}{sub_id}")).status_code == 404
@@ -231,8 +243,19 @@ async def test_deliveries_are_signed_thin_references_in_order(receiver: Receiver
         receiver.received, ("created", "updated", "deleted"), strict=True
     ):
         payload = json.loads(raw)
-        assert set(payload) == {"ID", "build", "action", "reference", "date_triggered"}
+        assert set(payload) == {
+            "ID",
+            "build",
+            "name",
+            "description",
+            "action",
+            "reference",
+            "date_triggered",
+        }
         assert payload["action"] == action
+        assert payload["name"] == f"Invoice {action.capitalize()}"
+        assert payload["description"] == f"An invoice was {action}."
+        assert payload["date_triggered"].endswith("+00:00")
         assert payload["reference"] == {"companyID": 0, "invoiceID": new_id}
         assert isinstance(payload["build"], str)
         assert payload["build"]

@@ -21,8 +21,6 @@ Choices where Simpro's behaviour is unknown or ambiguous:
   `await sim.webhooks.flush()` sends them. GET /__webhooks shows the delivery log.
 """
 
-from simpro_counter.webhooks.events import KNOWN_EVENTS as WEBHOOK_EVENTS
-
 from .config import FAULT_KINDS, SimulatorConfig
 from .dataset import ChangeEvent, Dataset
 from .limits import FaultInjector, LatencyModel, TokenBucket
@@ -30,6 +28,7 @@ from .server import RunningSimulator, running_simulator, serve
 from .simulator import Simulator
 from .stats import RequestStats
 from .truth import Truth
+from .webhook_api import OFFERED_EVENTS as WEBHOOK_EVENTS
 from .webhook_dispatch import Subscription, WebhookDispatcher
 
 __all__ = [
