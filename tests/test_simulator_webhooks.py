@@ -7,11 +7,8 @@ under uvicorn on a free port, fed in the background by a running simulator.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
@@ -19,46 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from simpro_counter.simulator import Simulator, SimulatorConfig, running_simulator
+from tests.webhook_receivers import Receiver, serve_receiver, verify, wait_for
 
 AUTH = {"Authorization": "Bearer demo-key"}
 HOOKS = "/api/v1.0/companies/0/setup/webhooks/"
 SECRET = "s3cret"
 SMALL: dict[str, Any] = {"invoices": 40, "customers": 8, "seed": 3, "rate": 0.0}
-
-
-class Receiver:
-    """Records every POST to /hook; answers with queued statuses, then 200."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[bytes, dict[str, str]]] = []
-        self.statuses: list[int] = []
-        self.app = Starlette(routes=[Route("/hook", self._hook, methods=["POST"])])
-
-    async def _hook(self, request: Request) -> Response:
-        self.received.append((await request.body(), dict(request.headers)))
-        return Response(status_code=self.statuses.pop(0) if self.statuses else 200)
-
-    def payloads(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for body, _ in self.received]
-
-
-def verify(body: bytes, headers: dict[str, str], secret: str) -> bool:
-    expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
-    return hmac.compare_digest(headers["x-response-signature"], expected)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -76,22 +41,8 @@ def in_process(receiver: Receiver, **config: Any) -> Simulator:
 @pytest.fixture
 def served_receiver(receiver: Receiver) -> Iterator[str]:
     """The receiver under uvicorn on a free port; yields its /hook URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(
-        uvicorn.Config(receiver.app, log_level="warning", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve_receiver(receiver) as url:
+        yield url
 
 
 @pytest.fixture
