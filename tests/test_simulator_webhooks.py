@@ -7,11 +7,8 @@ under uvicorn on a free port, fed in the background by a running simulator.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
@@ -19,46 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from simpro_counter.simulator import Simulator, SimulatorConfig, running_simulator
+from tests.webhook_receivers import Receiver, serve_receiver, verify, wait_for
 
 AUTH = {"Authorization": "Bearer demo-key"}
 HOOKS = "/api/v1.0/companies/0/setup/webhooks/"
 SECRET = "s3cret"
 SMALL: dict[str, Any] = {"invoices": 40, "customers": 8, "seed": 3, "rate": 0.0}
-
-
-class Receiver:
-    """Records every POST to /hook; answers with queued statuses, then 200."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[bytes, dict[str, str]]] = []
-        self.statuses: list[int] = []
-        self.app = Starlette(routes=[Route("/hook", self._hook, methods=["POST"])])
-
-    async def _hook(self, request: Request) -> Response:
-        self.received.append((await request.body(), dict(request.headers)))
-        return Response(status_code=self.statuses.pop(0) if self.statuses else 200)
-
-    def payloads(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for body, _ in self.received]
-
-
-def verify(body: bytes, headers: dict[str, str], secret: str) -> bool:
-    expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
-    return hmac.compare_digest(headers["x-response-signature"], expected)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -76,22 +41,8 @@ def in_process(receiver: Receiver, **config: Any) -> Simulator:
 @pytest.fixture
 def served_receiver(receiver: Receiver) -> Iterator[str]:
     """The receiver under uvicorn on a free port; yields its /hook URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(
-        uvicorn.Config(receiver.app, log_level="warning", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serve_receiver(receiver) as url:
+        yield url
 
 
 @pytest.fixture
@@ -126,38 +77,50 @@ async def test_subscription_crud_with_auth(
     assert (await api.get(HOOKS, headers={"Authorization": "Bearer wrong"})).status_code == 401
     assert (await api.post(HOOKS, json=body(), headers={"Authorization": ""})).status_code == 401
 
-    created = await api.post(HOOKS, json=body(Description="for the counter"))
+    created = await api.post(
+        HOOKS, json=body(Description="for the counter", Email="ops@example.com")
+    )
     assert created.status_code == 201, created.text
     doc = created.json()
     sub_id = doc["ID"]
+    assert datetime.fromisoformat(doc.pop("DateCreated")).tzinfo is not None
     assert doc == {
         "ID": sub_id,
         "Name": "Counter",
         "CallbackURL": "http://receiver/hook",
         "Secret": SECRET,
+        "Email": "ops@example.com",
         "Events": ["invoice.created", "invoice.updated", "invoice.deleted"],
         "Status": "Enabled",
         "Description": "for the counter",
     }
+    doc = created.json()
     assert (await api.get(f"{HOOKS}{sub_id}")).json() == doc
     assert (await api.get(f"{HOOKS}{sub_id}", params={"columns": "ID,Status"})).json() == {
         "ID": sub_id,
         "Status": "Enabled",
     }
 
+    # PATCH answers 204 without a body, as Simpro does; a GET shows the change.
     patched = await api.patch(f"{HOOKS}{sub_id}", json={"Status": "Disabled", "Name": "Off"})
-    assert patched.status_code == 200, patched.text
-    assert patched.json() == {**doc, "Status": "Disabled", "Name": "Off"}
+    assert patched.status_code == 204, patched.text
+    assert patched.content == b""
+    assert (await api.get(f"{HOOKS}{sub_id}")).json() == {
+        **doc,
+        "Status": "Disabled",
+        "Name": "Off",
+    }
 
-    # The list is paginated like every Simpro list and leaves the Secret out.
+    # The list is paginated like every Simpro list and shows only ID and Name unless
+    # columns asks for more.
     for n in range(2):
         assert (await api.post(HOOKS, json=body(Name=f"extra {n}"))).status_code == 201
     page = await api.get(HOOKS.rstrip("/"), params={"pageSize": 2})
     assert page.status_code == 200
     assert (page.headers["Result-Total"], page.headers["Result-Pages"]) == ("3", "2")
-    assert [item["ID"] for item in page.json()] == [sub_id, sub_id + 1]
-    assert "Secret" not in page.json()[0]
-    assert page.json()[0]["Status"] == "Disabled"
+    assert page.json() == [{"ID": sub_id, "Name": "Off"}, {"ID": sub_id + 1, "Name": "extra 0"}]
+    asked = await api.get(HOOKS, params={"pageSize": 1, "columns": "ID,Status,DateCreated"})
+    assert asked.json() == [{"ID": sub_id, "Status": "Disabled", "DateCreated": doc["DateCreated"]}]
 
     assert (await api.delete(f"{HOOKS}{sub_id}")).status_code == 204
     assert (await api.get(f"{HOOKS}{sub_id}")).status_code == 404
@@ -231,8 +194,19 @@ async def test_deliveries_are_signed_thin_references_in_order(receiver: Receiver
         receiver.received, ("created", "updated", "deleted"), strict=True
     ):
         payload = json.loads(raw)
-        assert set(payload) == {"ID", "build", "action", "reference", "date_triggered"}
+        assert set(payload) == {
+            "ID",
+            "build",
+            "name",
+            "description",
+            "action",
+            "reference",
+            "date_triggered",
+        }
         assert payload["action"] == action
+        assert payload["name"] == f"Invoice {action.capitalize()}"
+        assert payload["description"] == f"An invoice was {action}."
+        assert payload["date_triggered"].endswith("+00:00")
         assert payload["reference"] == {"companyID": 0, "invoiceID": new_id}
         assert isinstance(payload["build"], str)
         assert payload["build"]

@@ -15,13 +15,16 @@ Choices where Simpro's behaviour is unknown or ambiguous:
 - A "drop" fault sends headers and part of the body, then closes the connection
   (in-process: httpx.RemoteProtocolError); a "slow" one ends early if the client
   hangs up. The in-process transport honours the read timeout (httpx.ReadTimeout).
-- Webhooks (companies/{id}/setup/webhooks/) get invoice.created/updated/deleted and
-  job/quote.created deliveries (the only data that changes), signed with hex HMAC-SHA1 in
-  X-Response-Signature. Under uvicorn they go out in the background; in-process,
-  `await sim.webhooks.flush()` sends them. GET /__webhooks shows the delivery log.
+- Webhooks (companies/{id}/setup/webhooks/) get invoice.created/updated/deleted,
+  invoice.stage.approved/pending and job/quote.created deliveries (the only data that
+  changes), signed with hex HMAC-SHA1 in X-Response-Signature. Under uvicorn they go out
+  in the background; in-process, `await sim.webhooks.flush()` sends them. GET /__webhooks
+  shows the delivery log.
+- Unverified behaviours are options (SimulatorConfig): unknown_query_fields ("ignore",
+  as Simpro documents, or "reject" with 422), stage_change_sends_updated (whether a
+  Stage change also sends invoice.updated) and webhook_reference_id ("ID" or
+  "InternalID" in a delivery's reference).
 """
-
-from simpro_counter.webhooks.events import KNOWN_EVENTS as WEBHOOK_EVENTS
 
 from .config import FAULT_KINDS, SimulatorConfig
 from .dataset import ChangeEvent, Dataset
@@ -30,6 +33,7 @@ from .server import RunningSimulator, running_simulator, serve
 from .simulator import Simulator
 from .stats import RequestStats
 from .truth import Truth
+from .webhook_api import OFFERED_EVENTS as WEBHOOK_EVENTS
 from .webhook_dispatch import Subscription, WebhookDispatcher
 
 __all__ = [

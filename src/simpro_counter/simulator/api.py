@@ -137,7 +137,11 @@ class SimproApi:
     def _list(
         self, request: Request, table: Table, fields: frozenset[str], kind: str | None
     ) -> Response:
-        query = parse_list_query(request.query_params.multi_items(), fields)
+        query = parse_list_query(
+            request.query_params.multi_items(),
+            fields,
+            unknown_fields=self._config.unknown_query_fields,
+        )
         since = _since(request.headers.get("if-modified-since"))
         with self._dataset.lock:
             # If-Modified-Since matches DateModified >= the date sent, not strictly

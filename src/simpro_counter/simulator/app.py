@@ -34,7 +34,11 @@ def build_app(simulator: Simulator) -> Starlette:
     api = SimproApi(simulator.dataset, simulator.config, simulator.clock)
     routes = [
         # Before the generic GET route, which would answer setup/webhooks/ with 404.
-        *webhook_routes(simulator.webhooks, simulator.config.company_ids),
+        *webhook_routes(
+            simulator.webhooks,
+            simulator.config.company_ids,
+            simulator.config.unknown_query_fields,
+        ),
         Route("/api/v1.0/{rest:path}", api.handle, methods=["GET"]),
         Route("/oauth2/token", token_endpoint(simulator.auth), methods=["POST"]),
         *control_routes(simulator.dataset, simulator.faults, simulator.stats),

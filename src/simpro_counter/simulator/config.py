@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 from urllib.parse import urlsplit
+
+from .query import UNKNOWN_FIELD_MODES, UnknownFields
 
 # Every fault the simulator knows how to inject; see limits.FaultInjector and gate.SimproGate.
 FAULT_KINDS: tuple[str, ...] = ("5xx", "drop", "slow", "truncated", "429")
+# Which of an invoice's two numbers a webhook's reference.invoiceID holds (unverified).
+ReferenceId = Literal["ID", "InternalID"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,16 @@ class SimulatorConfig:
     # None = no subscription until one is made through setup/webhooks/.
     webhook_url: str | None = None
     webhook_secret: str = "demo-webhook-secret"
+    # Strictness (issue 11): as strict and as lax as Simpro, and both ways where unverified.
+    # A filter or orderby on a field the list lacks: "ignore" it, as Simpro does (a typo
+    # returns every record), or "reject" it with 422.
+    unknown_query_fields: UnknownFields = "ignore"
+    # A change of an invoice's Stage (and nothing else) sends invoice.stage.approved or
+    # .pending; True sends invoice.updated with it too. Unverified which Simpro does.
+    stage_change_sends_updated: bool = False
+    # What a webhook's reference.invoiceID holds: the invoice's "ID" (what the API's
+    # invoices/{id} takes) or its "InternalID". Unverified which Simpro sends.
+    webhook_reference_id: ReferenceId = "ID"
 
     def __post_init__(self) -> None:
         # Fail at construction rather than with a confusing error mid-request.
@@ -55,6 +70,10 @@ class SimulatorConfig:
             problem = callback_url_error(self.webhook_url)
             if problem:
                 raise ValueError(f"webhook_url: {problem}")
+        if self.unknown_query_fields not in UNKNOWN_FIELD_MODES:
+            raise ValueError(f"unknown_query_fields must be one of {UNKNOWN_FIELD_MODES}")
+        if self.webhook_reference_id not in get_args(ReferenceId):
+            raise ValueError(f"webhook_reference_id must be one of {get_args(ReferenceId)}")
 
 
 def callback_url_error(url: str) -> str | None:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .dataset import Dataset
+from .dataset import INVOICE_STAGES, Dataset
 from .limits import FaultInjector, check_kinds
 from .stats import RequestStats
 
@@ -64,6 +64,14 @@ def _amount(value: object) -> Decimal | None:
     return amount
 
 
+def _stage(value: object) -> str | None:
+    if value is None:
+        return None
+    if value not in INVOICE_STAGES:
+        raise ControlInputError(f"stage must be one of {list(INVOICE_STAGES)}")
+    return str(value)
+
+
 def _invoice_id(request: Request) -> int:
     raw = str(request.path_params["invoice_id"])
     if not raw.isdigit():
@@ -99,7 +107,10 @@ def control_routes(dataset: Dataset, faults: FaultInjector, stats: RequestStats)
             customer = _customer(body["customerId"])
         invoice_id = _invoice_id(request)
         dataset.update_invoice(
-            invoice_id, customer_id=customer, total_ex_tax=_amount(body.get("totalExTax"))
+            invoice_id,
+            customer_id=customer,
+            total_ex_tax=_amount(body.get("totalExTax")),
+            stage=_stage(body.get("stage")),
         )
         return JSONResponse({"ID": invoice_id})
 

@@ -18,6 +18,8 @@ from .table import Row, Table
 from .truth import Truth, compute_truth
 
 Clock = Callable[[], float]
+# The Stages an invoice can be in (the generator uses the same two).
+INVOICE_STAGES: tuple[str, ...] = ("Approved", "Pending")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,10 @@ class ChangeEvent:
     action: str  # "created" | "updated" | "deleted"
     record_id: int
     timestamp: int  # epoch seconds of the change (the record's DateModified)
+    # An update that moved an invoice to another Stage: the new one ("Approved").
+    new_stage: str | None = None
+    # That update changed the Stage and nothing else.
+    stage_only: bool = False
 
     @property
     def name(self) -> str:
@@ -155,18 +161,28 @@ class Dataset:
         *,
         customer_id: int | Literal["keep"] | None = "keep",
         total_ex_tax: Decimal | None = None,
+        stage: str | None = None,
     ) -> None:
-        """Change an invoice's customer (None = no customer) and/or its total."""
+        """Change an invoice's customer (None = no customer), total and/or Stage."""
+        if stage is not None and stage not in INVOICE_STAGES:
+            raise ValueError(f"stage must be one of {INVOICE_STAGES}, not {stage!r}")
         with self.lock:
             invoice = self._existing_invoice(invoice_id)
+            moved = stage is not None and stage != invoice.stage
             now = self._now()
             if customer_id != "keep":
                 owner = None if customer_id is None else self._existing_customer(customer_id)
                 invoice = replace(invoice, customer_id=owner, job=None)
             if total_ex_tax is not None:
                 invoice = invoice.with_total(to_cents(total_ex_tax), now)
+            if stage is not None:
+                invoice = replace(invoice, stage=stage)
             self._store(replace(invoice, date_modified=now))
-            self._emit("invoice", "updated", invoice_id, now)
+            only = moved and customer_id == "keep" and total_ex_tax is None
+            event = ChangeEvent(
+                "invoice", "updated", invoice_id, now, stage if moved else None, only
+            )
+            self._notify(event)
 
     def add_work(self, kind: Literal["jobs", "quotes"], customer_id: int | None = None) -> int:
         """Create a job or a quote (they share one ID sequence) issued today; its ID."""
@@ -210,7 +226,9 @@ class Dataset:
         return int(self._clock())
 
     def _emit(self, resource: str, action: str, record_id: int, timestamp: int) -> None:
-        event = ChangeEvent(resource, action, record_id, timestamp)
+        self._notify(ChangeEvent(resource, action, record_id, timestamp))
+
+    def _notify(self, event: ChangeEvent) -> None:
         for listener in list(self.listeners):
             listener(event)
 

@@ -97,6 +97,8 @@ def list_page(
     else:
         for flt in filters:
             rows = [row for row in rows if flt.matches(row.keys(flt.path))]
+    if query.limit is not None:  # the first `limit` matches, then paginated
+        rows = rows[: query.limit]
     total = len(rows)
     start = (query.page - 1) * query.page_size
     chosen = rows[start : start + query.page_size]

@@ -24,6 +24,7 @@ CENT = Decimal("0.01")
 INVOICE_FIELDS = frozenset(
     {
         "ID",
+        "InternalID",
         "Type",
         "Customer",
         "Jobs",
@@ -33,6 +34,7 @@ INVOICE_FIELDS = frozenset(
         "DateModified",
         "Stage",
         "Status",
+        "RecurringInvoice",
     }
 )
 COMPANY_CUSTOMER_FIELDS = frozenset({"ID", "CompanyName", "Email", "Phone", "DateModified"})
@@ -44,6 +46,21 @@ WORK_FIELDS = frozenset(
     {"ID", "Description", "Total", "Customer", "Stage", "DateIssued", "DateModified"}
 )
 COMPANY_FIELDS = frozenset({"ID", "Name"})
+
+
+# An invoice has two numbers (SIMPRO.md): `ID`, "an invoice number", the one the API's
+# invoices/{id} takes, and `InternalID`, "used in Simpro URL". The simulator derives the
+# second from the first, far above any ID, so mixing them up finds no record at all.
+INTERNAL_ID_OFFSET = 500_000_000
+# Every RECURRING_EVERY-th invoice (by ID) was raised by one of RECURRING_TEMPLATES
+# recurring invoices; the others have RecurringInvoice null.
+RECURRING_EVERY = 25
+RECURRING_TEMPLATES = 12
+
+
+def internal_id(invoice_id: int) -> int:
+    """The InternalID of the invoice whose ID is `invoice_id`."""
+    return INTERNAL_ID_OFFSET + invoice_id
 
 
 def to_cents(value: Decimal) -> int:
@@ -167,6 +184,13 @@ class Renderer:
     def __init__(self, customers: Mapping[int, Customer]) -> None:
         self._customers = customers
         self._refs: dict[tuple[int, bool], JsonDict] = {}
+        self._recurring: list[JsonDict] = [{"ID": n} for n in range(1, RECURRING_TEMPLATES + 1)]
+
+    def recurring_ref(self, invoice_id: int) -> JsonDict | None:
+        """The recurring invoice that raised this one, or None (most invoices)."""
+        if invoice_id % RECURRING_EVERY:
+            return None
+        return self._recurring[invoice_id // RECURRING_EVERY % RECURRING_TEMPLATES]
 
     def customer_ref(self, customer_id: int, id_as_string: bool = False) -> JsonDict:
         ref = self._refs.get((customer_id, id_as_string))
@@ -224,6 +248,8 @@ class Renderer:
             else [{"ID": job.id, "Description": job.description, "Total": short}],
             "Total": {
                 **short,
+                # Reverse-charge GST is accounted for by the buyer: zero on these sales.
+                "ReverseChargeTax": 0.0,
                 "AmountApplied": money(invoice.amount_applied),
                 "BalanceDue": money(balance),
             },
@@ -231,10 +257,12 @@ class Renderer:
         }
         detail = {
             **summary,
+            "InternalID": internal_id(invoice.id),
             "DateIssued": invoice.date_issued.isoformat(),
             "DateModified": rfc3339(invoice.date_modified),
             "Stage": invoice.stage,
             "Status": _status(invoice.stage, balance, invoice.amount_applied),
+            "RecurringInvoice": self.recurring_ref(invoice.id),
         }
         return summary, detail
 

@@ -64,8 +64,13 @@ class Simulator:
             clock,
         )
         self.webhooks = WebhookDispatcher(
-            company_id=config.company_ids[0], seed=config.seed, transport=webhook_transport
+            company_id=config.company_ids[0],
+            seed=config.seed,
+            transport=webhook_transport,
+            clock=clock,
         )
+        self.webhooks.stage_change_sends_updated = config.stage_change_sends_updated
+        self.webhooks.reference_id = config.webhook_reference_id
         if config.webhook_url is not None:
             self.webhooks.subscribe(
                 config.company_ids[0],

@@ -1,9 +1,12 @@
 """The Simpro webhook subscription API of the simulated build, as Starlette routes.
 
-companies/{id}/setup/webhooks/ lists (paginated like every Simpro list, without the
-Secret) and creates subscriptions; companies/{id}/setup/webhooks/{id} shows, changes
-(PATCH) and deletes one. A trailing slash is optional. Invalid input answers 422 with
-one error per field, unknown companies and subscriptions 404, other methods 405. The
+As SIMPRO.md describes Simpro's: companies/{id}/setup/webhooks/ lists (paginated like
+every Simpro list; each item only `ID` and `Name` unless `columns` asks for more) and
+creates subscriptions (POST, 201 with the record, which adds `ID` and `DateCreated`);
+companies/{id}/setup/webhooks/{id} shows one, changes it (PATCH, 204 without a body)
+and deletes it (DELETE, 204). Fields: Name*, CallbackURL*, Events*, Secret, Email,
+Description, Status. A trailing slash is optional. Invalid input answers 422 with one
+error per field, unknown companies and subscriptions 404, other methods 405. The
 unauthenticated GET /__webhooks shows every subscription and the delivery log.
 """
 
@@ -16,19 +19,34 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from simpro_counter.webhooks.events import INVOICE_EVENTS, KNOWN_EVENTS
+from simpro_counter.webhooks.events import INVOICE_EVENTS, INVOICE_STAGE_EVENTS, KNOWN_EVENTS
 
 from .config import callback_url_error
 from .listing import list_page
-from .query import QueryError, parse_columns, parse_list_query
+from .query import QueryError, UnknownFields, parse_columns, parse_list_query
 from .records import pick
 from .table import Row, Table
-from .webhook_dispatch import Subscription, SubscriptionFields, WebhookDispatcher
+from .webhook_dispatch import WebhookDispatcher
+from .webhook_subscription import Subscription, SubscriptionFields
 
+# The events a subscription may ask for: every one the simulated build sends.
+OFFERED_EVENTS: tuple[str, ...] = tuple(dict.fromkeys((*KNOWN_EVENTS, *INVOICE_STAGE_EVENTS)))
+_EVENTS = frozenset(OFFERED_EVENTS)
 WEBHOOK_FIELDS = frozenset(
-    {"ID", "Name", "CallbackURL", "Secret", "Events", "Status", "Description"}
+    {
+        "ID",
+        "Name",
+        "CallbackURL",
+        "Secret",
+        "Email",
+        "Events",
+        "Status",
+        "Description",
+        "DateCreated",
+    }
 )
-_SUMMARY_FIELDS = ("ID", "Name", "CallbackURL", "Events", "Status")
+_READ_ONLY = ("ID", "DateCreated")
+_SUMMARY_FIELDS = ("ID", "Name")  # what a list item holds without `columns`
 _STATUSES = ("Enabled", "Disabled")
 _WEBHOOKS = "/api/v1.0/companies/{company}/setup/webhooks"
 _WEBHOOK = _WEBHOOKS + "/{sub_id}"
@@ -55,19 +73,21 @@ def _validate(
         errors.append({"path": path, "message": message})
 
     for key in body:
-        if key == "ID":
-            bad(key, "ID is read-only")
+        if key in _READ_ONLY:
+            bad(key, f"{key} is read-only")
         elif key not in WEBHOOK_FIELDS:
             bad(key, f"unknown field {key}")
     if not partial:
         for key in ("Name", "CallbackURL", "Events"):
             if key not in body:
                 bad(key, f"{key} is required")
-    for key in ("Name", "Secret", "Description"):
+    for key in ("Name", "Secret", "Description", "Email"):
         if key in body:
             value = body[key]
             if not isinstance(value, str) or (key == "Name" and not value.strip()):
                 bad(key, f"{key} must be a{' non-empty' if key == 'Name' else ''} string")
+            elif key == "Email" and value and "@" not in value:
+                bad(key, "Email must be an email address")
             else:
                 texts[key] = value
     if "CallbackURL" in body:
@@ -82,9 +102,9 @@ def _validate(
         if not isinstance(given, list) or not given:
             bad("Events", "Events must be a non-empty list of event names")
         else:
-            unknown = [e for e in given if not isinstance(e, str) or e not in KNOWN_EVENTS]
+            unknown = [e for e in given if not isinstance(e, str) or e not in _EVENTS]
             if unknown:
-                bad("Events", f"unknown events {unknown}; known: {list(KNOWN_EVENTS)}")
+                bad("Events", f"unknown events {unknown}; known: {list(OFFERED_EVENTS)}")
             else:
                 events = tuple(dict.fromkeys(str(e) for e in given))
     if "Status" in body:
@@ -99,6 +119,7 @@ def _validate(
         events=events,
         status=status,
         description=texts.get("Description"),
+        email=texts.get("Email"),
     )
     return fields, errors
 
@@ -106,9 +127,15 @@ def _validate(
 class WebhookApi:
     """The endpoints of companies/{id}/setup/webhooks/[{id}] over one dispatcher."""
 
-    def __init__(self, dispatcher: WebhookDispatcher, company_ids: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        dispatcher: WebhookDispatcher,
+        company_ids: tuple[int, ...],
+        unknown_fields: UnknownFields = "ignore",
+    ) -> None:
         self._dispatcher = dispatcher
         self._company_ids = company_ids
+        self._unknown_fields = unknown_fields
 
     def routes(self) -> list[BaseRoute]:
         """The subscription routes, each with and without its trailing slash."""
@@ -149,7 +176,11 @@ class WebhookApi:
         return company if company in self._company_ids else None
 
     def _list(self, request: Request, company: int) -> Response:
-        query = parse_list_query(request.query_params.multi_items(), WEBHOOK_FIELDS)
+        query = parse_list_query(
+            request.query_params.multi_items(),
+            WEBHOOK_FIELDS,
+            unknown_fields=self._unknown_fields,
+        )
         table = Table(_row(s) for s in self._dispatcher.subscriptions(company))
         page = list_page(table, query)
         headers = {
@@ -183,6 +214,7 @@ class WebhookApi:
             events=fields.events or INVOICE_EVENTS,
             status=fields.status or "Enabled",
             description=fields.description or "",
+            email=fields.email or "",
         )
         return JSONResponse(sub.as_json(), status_code=201)
 
@@ -195,10 +227,10 @@ class WebhookApi:
         fields, errors = _validate(body, partial=True)
         if errors:
             return _errors(errors)
-        sub = self._dispatcher.update(company, sub_id, fields)
-        if sub is None:  # deleted meanwhile
+        if self._dispatcher.update(company, sub_id, fields) is None:  # deleted meanwhile
             return _error(404, f"Webhook {sub_id} not found")
-        return JSONResponse(sub.as_json())
+        # Simpro answers a PATCH with 204 and no body: a client re-reads what it needs.
+        return Response(status_code=204)
 
 
 def _company_not_found(request: Request) -> Response:
@@ -228,7 +260,11 @@ def _row(sub: Subscription) -> Row:
     return Row(sub.id, 0, pick(doc, _SUMMARY_FIELDS), doc)
 
 
-def webhook_routes(dispatcher: WebhookDispatcher, company_ids: tuple[int, ...]) -> list[BaseRoute]:
+def webhook_routes(
+    dispatcher: WebhookDispatcher,
+    company_ids: tuple[int, ...],
+    unknown_fields: UnknownFields = "ignore",
+) -> list[BaseRoute]:
     """The subscription API (must precede the generic /api/v1.0/ GET route) and the
     unauthenticated GET /__webhooks view of subscriptions and deliveries."""
 
@@ -236,6 +272,6 @@ def webhook_routes(dispatcher: WebhookDispatcher, company_ids: tuple[int, ...]) 
         return JSONResponse(dispatcher.as_json())
 
     return [
-        *WebhookApi(dispatcher, company_ids).routes(),
+        *WebhookApi(dispatcher, company_ids, unknown_fields).routes(),
         Route("/__webhooks", show, methods=["GET"]),
     ]

@@ -6,6 +6,10 @@ by asyncio tasks, one worker per subscription so each subscription sees its
 events in order, with retries after a connection error or a non-2xx answer.
 The HTTP side (companies/{id}/setup/webhooks/ and GET /__webhooks) is webhook_api.py.
 
+What a delivery says is webhook_payload.py: a change of an invoice's Stage sends
+`invoice.stage.approved` or `.pending`; whether Simpro sends `invoice.updated` with it
+is unverified, so `stage_change_sends_updated` chooses.
+
 Which event loop runs them:
 - Under uvicorn (running_simulator, serve) the app's lifespan calls start(), and
   deliveries go out in the background on the server's loop at once.
@@ -20,76 +24,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import random
 import threading
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
 
 import httpx
 
 from simpro_counter.webhooks.events import INVOICE_EVENTS
 
+from .config import ReferenceId
 from .dataset import ChangeEvent
-from .records import rfc3339
+from .records import internal_id
+from .webhook_payload import event_names, payload_body
+from .webhook_subscription import Subscription, SubscriptionFields
 
 DEFAULT_BACKOFF: tuple[float, ...] = (0.2, 0.5, 1.0)  # seconds before each retry
 DEFAULT_BUILD = "simulator.simprosuite.com"
 
-_T = TypeVar("_T")
-
-
-@dataclass
-class Subscription:
-    id: int
-    company_id: int
-    name: str
-    callback_url: str
-    secret: str = ""
-    events: tuple[str, ...] = INVOICE_EVENTS
-    status: str = "Enabled"
-    description: str = ""
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "ID": self.id,
-            "Name": self.name,
-            "CallbackURL": self.callback_url,
-            "Secret": self.secret,
-            "Events": list(self.events),
-            "Status": self.status,
-            "Description": self.description,
-        }
-
-
-@dataclass(frozen=True)
-class SubscriptionFields:
-    """The fields a POST or PATCH of a subscription gives; None: not given (left as is)."""
-
-    name: str | None = None
-    callback_url: str | None = None
-    secret: str | None = None
-    events: tuple[str, ...] | None = None
-    status: str | None = None
-    description: str | None = None
-
-    def applied_to(self, sub: Subscription) -> Subscription:
-        """`sub` with every given field replaced."""
-        return replace(
-            sub,
-            name=_given(self.name, sub.name),
-            callback_url=_given(self.callback_url, sub.callback_url),
-            secret=_given(self.secret, sub.secret),
-            events=_given(self.events, sub.events),
-            status=_given(self.status, sub.status),
-            description=_given(self.description, sub.description),
-        )
-
-
-def _given(value: _T | None, current: _T) -> _T:
-    return current if value is None else value
+__all__ = ["Delivery", "Subscription", "SubscriptionFields", "WebhookDispatcher"]
 
 
 @dataclass(frozen=True)
@@ -122,8 +77,10 @@ class WebhookDispatcher:
     (hashlib name; hex digest of the raw body keyed with the subscription Secret),
     backoff (delays before each retry; len(backoff) + 1 attempts at most), timeout
     per attempt, duplicate_rate (probability a delivery is sent twice, for testing
-    idempotent receivers) and shuffle (each worker sends whatever is queued for its
-    subscription in random order instead of event order).
+    idempotent receivers), shuffle (each worker sends whatever is queued for its
+    subscription in random order instead of event order), stage_change_sends_updated
+    (see event_names) and reference_id (what reference.invoiceID holds: the invoice's
+    "ID" or its "InternalID").
 
     log holds one dict per finished delivery: event, url, subscriptionID,
     reference, attempts, status (last HTTP status or None), error (last exception
@@ -137,9 +94,13 @@ class WebhookDispatcher:
         seed: int,
         transport: httpx.AsyncBaseTransport | None = None,
         build: str = DEFAULT_BUILD,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.company_id = company_id  # whose data the Dataset holds
         self.build = build
+        self.stage_change_sends_updated = False
+        self.reference_id: ReferenceId = "ID"
+        self._clock = clock  # stamps DateCreated
         self.signature_header = "X-Response-Signature"
         self.signature_algorithm = "sha1"
         self.backoff: tuple[float, ...] = DEFAULT_BACKOFF
@@ -167,11 +128,21 @@ class WebhookDispatcher:
         events: tuple[str, ...] = INVOICE_EVENTS,
         status: str = "Enabled",
         description: str = "",
+        email: str = "",
     ) -> Subscription:
         with self._lock:
             self._last_id += 1
             sub = Subscription(
-                self._last_id, company_id, name, callback_url, secret, events, status, description
+                self._last_id,
+                company_id,
+                name,
+                callback_url,
+                secret,
+                events,
+                status,
+                description,
+                email,
+                int(self._clock()),
             )
             self._subscriptions[sub.id] = sub
             return replace(sub)
@@ -212,33 +183,36 @@ class WebhookDispatcher:
 
     def on_change(self, event: ChangeEvent) -> None:
         """Dataset listener: queue a delivery per matching subscription; never blocks."""
-        name = event.name
-        reference = {"companyID": self.company_id, f"{event.resource}ID": event.record_id}
-        payload = {
-            "ID": name,
-            "build": self.build,
-            "action": event.action,
-            "reference": reference,
-            "date_triggered": rfc3339(event.timestamp),
-        }
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        record_id = event.record_id
+        if event.resource == "invoice" and self.reference_id == "InternalID":
+            record_id = internal_id(record_id)
+        reference = {"companyID": self.company_id, f"{event.resource}ID": record_id}
+        queued = False
         with self._lock:
-            targets = [
-                s
-                for s in self._subscriptions.values()
-                if s.company_id == self.company_id and s.status == "Enabled" and name in s.events
-            ]
-            for sub in targets:
-                delivery = Delivery(sub.id, sub.callback_url, sub.secret, name, reference, body)
-                queue = self._queues.pending.setdefault(sub.id, deque())
-                queue.append(delivery)
-                if self.duplicate_rate > 0 and self._rng.random() < self.duplicate_rate:
-                    queue.append(replace(delivery, duplicate=True))
+            names = event_names(event, stage_change_sends_updated=self.stage_change_sends_updated)
+            for name in names:
+                queued |= self._queue(name, event, reference)
             attached = self._attached
-        if targets and attached is not None:
+        if queued and attached is not None:
             # RuntimeError: the loop closed meanwhile; the deliveries stay queued.
             with contextlib.suppress(RuntimeError):
                 attached.loop.call_soon_threadsafe(self._start_workers, attached.client)
+
+    def _queue(self, name: str, event: ChangeEvent, reference: Mapping[str, int]) -> bool:
+        """Queue event `name` for every subscription that wants it; whether any did."""
+        body = payload_body(name, event, reference, build=self.build)
+        targets = [
+            s
+            for s in self._subscriptions.values()
+            if s.company_id == self.company_id and s.status == "Enabled" and name in s.events
+        ]
+        for sub in targets:
+            delivery = Delivery(sub.id, sub.callback_url, sub.secret, name, reference, body)
+            queue = self._queues.pending.setdefault(sub.id, deque())
+            queue.append(delivery)
+            if self.duplicate_rate > 0 and self._rng.random() < self.duplicate_rate:
+                queue.append(replace(delivery, duplicate=True))
+        return bool(targets)
 
     def pending(self) -> int:
         """Deliveries queued and not yet started."""

@@ -24,6 +24,8 @@ INVOICE_EVENTS: tuple[str, ...] = (
     *(f"invoice.{action}" for action in RECORD_ACTIONS),
     "invoice.status",  # a stage change, which INVOICE_STAGES may count or not
 )
+# A change of an invoice's Stage has events of its own (SIMPRO.md), besides invoice.status.
+INVOICE_STAGE_EVENTS: tuple[str, ...] = ("invoice.stage.approved", "invoice.stage.pending")
 # Every event this service understands, in the order the simulator lists them.
 KNOWN_EVENTS: tuple[str, ...] = (
     *(f"{family}.{action}" for family in ID_KEYS for action in RECORD_ACTIONS),
