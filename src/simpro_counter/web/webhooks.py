@@ -91,8 +91,8 @@ async def receive_webhook(request: Request) -> Response:
     try:
         if check.identity is None:
             await enqueue(runtime.redis_client, keys, delivery)
-        elif (
-            await enqueue_once(
+        else:
+            entry_id = await enqueue_once(
                 runtime.redis_client,
                 keys,
                 delivery,
@@ -100,10 +100,9 @@ async def receive_webhook(request: Request) -> Response:
                 settled=check.settled,
                 seconds=check.mark_seconds,
             )
-            is None
-        ):
-            log.info("Webhook %s %s acknowledged: a replay", delivery.event, delivery.record_id)
-            return _dropped(delivery.event, delivery.record_id, "replayed")
+            if entry_id is None:
+                log.info("Webhook %s %s acknowledged: a replay", delivery.event, delivery.record_id)
+                return _dropped(delivery.event, delivery.record_id, "replayed")
     except StoreError as exc:
         return _refuse(
             request,
