@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from simpro_counter.errors import SimproDataError
@@ -85,13 +86,16 @@ class MismatchLog:
     """Logs a warning about records Simpro does not answer as expected at most once per
     `interval`, counting the ones it kept quiet about."""
 
-    def __init__(self, interval: float = MISMATCH_LOG_SECONDS) -> None:
+    def __init__(
+        self, interval: float = MISMATCH_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._interval = interval
+        self._clock = clock
         self._last: float | None = None
         self._quiet = 0
 
     def warn(self, message: str, *args: object) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if self._last is not None and now - self._last < self._interval:
             self._quiet += 1
             return
