@@ -75,7 +75,13 @@ async def receive_webhook(request: Request) -> Response:
     if isinstance(parsed, UnusedEvent):
         log.debug("Webhook %s acknowledged: not used by this service", parsed.event)
         return _dropped(parsed.event, None, "unused")
-    delivery = parsed
+    return await _queue_unless_replayed(request, parsed)
+
+
+async def _queue_unless_replayed(request: Request, delivery: Delivery) -> Response:
+    """Queue a verified delivery unless it is stale or a replay (`webhooks/replay.py`)."""
+    runtime = runtime_of(request)
+    settings = runtime.settings
     check = replay.check(delivery, time.time(), settings.webhook_replay_window)
     if check.stale:
         log.warning(
