@@ -20,7 +20,7 @@ import pytest
 
 from simpro_counter.simulator import Simulator, SimulatorConfig, running_simulator
 from simpro_counter.simulator.records import internal_id
-from simpro_counter.webhooks.events import INVOICE_STAGE_EVENTS
+from simpro_counter.webhooks.events import STAGE_EVENTS
 from tests.webhook_receivers import Receiver, serve_receiver, verify, wait_for
 
 AUTH = {"Authorization": "Bearer demo-key"}
@@ -32,7 +32,7 @@ EVERY_INVOICE_EVENT = [
     "invoice.updated",
     "invoice.deleted",
     "invoice.status",
-    *INVOICE_STAGE_EVENTS,
+    *STAGE_EVENTS,
 ]
 
 
@@ -184,11 +184,11 @@ def test_stage_events_over_real_http(receiver: Receiver, served_receiver: str) -
                 "CallbackURL": served_receiver,
                 "Secret": SECRET,
                 "Email": "ops@example.com",
-                "Events": list(INVOICE_STAGE_EVENTS),
+                "Events": list(STAGE_EVENTS),
             },
         )
         assert created.status_code == 201, created.text
-        assert created.json()["Events"] == list(INVOICE_STAGE_EVENTS)
+        assert created.json()["Events"] == list(STAGE_EVENTS)
 
         invoice_id = sim.dataset.invoice_ids()[0]
         before = http.get(f"{INVOICES}{invoice_id}").json()

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import httpx
@@ -13,14 +14,22 @@ import pytest
 from fastapi import FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from simpro_counter.errors import BadDeliveryError, SimproCounterError, UnknownEventError
+from simpro_counter.errors import BadDeliveryError, SimproCounterError
 from simpro_counter.keys import Keys
 from simpro_counter.settings import Settings
 from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.web import create_app
 from simpro_counter.web.runtime import Runtime
-from simpro_counter.webhooks.events import COUNTED_EVENTS, ID_KEYS, INVOICE_EVENTS, KNOWN_EVENTS
-from simpro_counter.webhooks.receiver import Delivery, parse_delivery
+from simpro_counter.webhooks.events import (
+    APPLIED_EVENTS,
+    COUNTED_EVENTS,
+    ID_KEYS,
+    INVOICE_EVENTS,
+    KNOWN_EVENTS,
+    STAGE_EVENTS,
+    split_event,
+)
+from simpro_counter.webhooks.receiver import Delivery, UnusedEvent, parse_delivery
 from simpro_counter.webhooks.signature import sign, verify
 from tests.service_fixtures import service_settings
 
@@ -28,14 +37,38 @@ SECRET = "whsec-test"
 URL = "/api/simpro/webhooks"
 
 
-def _payload(event: str = "invoice.created", **reference: Any) -> dict[str, Any]:
+TRIGGERED = "2023-01-31T09:05:27+00:00"
+
+
+def _now(seconds_ago: float = 0.0) -> str:
+    """A `date_triggered` `seconds_ago` (whole seconds, as Simpro sends it)."""
+    moment = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+    return moment.replace(microsecond=0).isoformat()
+
+
+def _payload(
+    event: str = "invoice.created", *, triggered: str = TRIGGERED, **reference: Any
+) -> dict[str, Any]:
+    return _with_reference(event, reference or {"companyID": 0, "invoiceID": 300555}, triggered)
+
+
+def _with_reference(
+    event: str, reference: dict[str, Any], triggered: str = TRIGGERED
+) -> dict[str, Any]:
     return {
         "ID": event,
         "build": "23.1.0",
         "action": event.rpartition(".")[2],
-        "reference": reference or {"companyID": 0, "invoiceID": 300555},
-        "date_triggered": "2023-01-31T09:05:27+00:00",
+        "reference": reference,
+        "date_triggered": triggered,
     }
+
+
+def _delivery_body(
+    event: str = "invoice.created", *, seconds_ago: float = 0.0, **reference: Any
+) -> bytes:
+    """A delivery the endpoint queues: triggered `seconds_ago` (inside the replay window)."""
+    return _body(_payload(event, triggered=_now(seconds_ago), **reference))
 
 
 def _body(payload: Any) -> bytes:
@@ -87,44 +120,92 @@ def test_verify_refuses_an_empty_secret_and_sign_an_unknown_algorithm() -> None:
         ("invoice.updated", "invoiceID", "invoice"),
         ("invoice.deleted", "invoiceID", "invoice"),
         ("invoice.status", "invoiceID", "invoice"),
+        ("invoice.stage.approved", "invoiceID", "invoice"),
+        ("invoice.stage.pending", "invoiceID", "invoice"),
         ("job.created", "jobID", "job"),
         ("job.deleted", "jobID", "job"),
         ("quote.updated", "quoteID", "quote"),
-        ("company.customer.created", "customerID", "company.customer"),
-        ("individual.customer.deleted", "customerID", "individual.customer"),
     ],
 )
 def test_parse_every_event_family(event: str, key: str, resource: str) -> None:
-    delivery = parse_delivery(_body(_payload(event, companyID=2, **{key: 52})))
+    delivery = parse_delivery(_body(_with_reference(event, {"companyID": 2, key: 52})))
     assert delivery == Delivery(
         event=event,
         resource=resource,
-        action=event.rpartition(".")[2],
+        action=event.removeprefix(f"{resource}."),
         record_id=52,
         company_id=2,
-        triggered="2023-01-31T09:05:27+00:00",
+        triggered=TRIGGERED,
     )
 
 
-def test_every_known_event_parses_and_every_counted_one_is_known() -> None:
-    for event in KNOWN_EVENTS:
-        resource = event.rpartition(".")[0]
-        key = ID_KEYS[resource]
-        assert parse_delivery(_body(_payload(event, **{key: 1}))).event == event
-    assert set(COUNTED_EVENTS) <= set(KNOWN_EVENTS)
+def _parsed(body: bytes) -> Delivery:
+    parsed = parse_delivery(body)
+    assert isinstance(parsed, Delivery), parsed
+    return parsed
+
+
+def test_every_applied_event_parses_and_every_counted_one_is_applied() -> None:
+    for event in APPLIED_EVENTS:
+        family = split_event(event)
+        assert family is not None
+        assert _parsed(_body(_with_reference(event, {ID_KEYS[family[0]]: 1}))).event == event
+    assert set(COUNTED_EVENTS) <= set(APPLIED_EVENTS) <= set(KNOWN_EVENTS)
     assert set(INVOICE_EVENTS) <= set(COUNTED_EVENTS)
+    assert set(STAGE_EVENTS) <= set(INVOICE_EVENTS)  # subscribed by default
+    assert split_event("company.customer.created") == ("company.customer", "created")
+    assert split_event("invoice.stage.approved") == ("invoice", "stage.approved")
+    assert split_event("payment.created") is None
+    assert split_event("invoice.") is None
 
 
-def test_parse_string_ids_and_fallback_key() -> None:
-    delivery = parse_delivery(_body(_payload(companyID="0", invoiceID=" 300555 ")))
+@pytest.mark.parametrize(
+    "event",
+    [
+        "company.customer.created",
+        "individual.customer.deleted",
+        "payment.created",
+        "job.stage.complete",
+        "invoice.exploded",
+    ],
+)
+def test_events_the_service_does_not_apply_are_unused_whatever_their_reference(
+    event: str,
+) -> None:
+    # The reference is not read: an event of another family names its record its own way.
+    assert parse_delivery(_body(_payload(event, paymentID=3))) == UnusedEvent(event)
+
+
+def test_parse_string_ids_and_key_case() -> None:
+    delivery = _parsed(_body(_payload(companyID="0", invoiceID=" 300555 ")))
     assert (delivery.record_id, delivery.company_id) == (300555, 0)
-    # A customer event whose reference names the ID differently: the single other *ID key.
-    fallback = parse_delivery(_body(_payload("company.customer.updated", CustomerID="7")))
-    assert fallback.record_id == 7
-    assert fallback.company_id == 0  # absent companyID: single-company builds use 0
+    # The family's key in another letter case.
+    other_case = _parsed(_body(_payload("invoice.updated", InvoiceID="7")))
+    assert other_case.record_id == 7
+    assert other_case.company_id == 0  # absent companyID: single-company builds use 0
     no_date = _payload()
     del no_date["date_triggered"]
-    assert parse_delivery(_body(no_date)).triggered == ""
+    assert _parsed(_body(no_date)).triggered == ""
+
+
+def test_extra_reference_keys_name_and_description_are_tolerated() -> None:
+    # As payloads seen in the wild: statusID beside invoiceID (in either order), and the
+    # subscription's name and description.
+    for reference in (
+        {"companyID": 0, "statusID": 12, "invoiceID": 300555},
+        {"statusID": 12, "companyID": 0, "invoiceID": 300555, "jobID": 9},
+    ):
+        payload = {
+            **_with_reference("invoice.status", reference),
+            "name": "simpro-counter",
+            "description": "Keeps simpro-counter's counters current",
+        }
+        delivery = _parsed(_body(payload))
+        assert (delivery.event, delivery.record_id, delivery.action) == (
+            "invoice.status",
+            300555,
+            "status",
+        )
 
 
 @pytest.mark.parametrize(
@@ -150,19 +231,18 @@ def test_parse_string_ids_and_fallback_key() -> None:
         (_body(_payload(invoiceID="abc")), "reference.invoiceID is 'abc', not an integer ID"),
         (_body(_payload(invoiceID=True)), "reference.invoiceID is True"),
         (_body(_payload(invoiceID=1, companyID=None)), "reference.companyID is missing"),
+        # Another *ID key is never read as the record's.
+        (
+            _body(_payload("invoice.status", companyID=0, statusID=12)),
+            "Missing record ID: \"reference\" has no 'invoiceID' (it has 'companyID', 'statusID')",
+        ),
     ],
 )
 def test_parse_malformed(body: bytes, message: str) -> None:
     with pytest.raises(BadDeliveryError) as caught:
         parse_delivery(body)
     assert str(caught.value).startswith(message)
-    assert not isinstance(caught.value, UnknownEventError)
     assert isinstance(caught.value, SimproCounterError)
-
-
-def test_parse_unknown_event() -> None:
-    with pytest.raises(UnknownEventError, match=r"Unknown event 'invoice\.exploded'; known: "):
-        parse_delivery(_body(_payload("invoice.exploded", invoiceID=1)))
 
 
 # --- the endpoint -------------------------------------------------------------------------
@@ -212,10 +292,17 @@ async def _stream(app: FastAPI) -> list[tuple[str, dict[str, str]]]:
 
 async def test_valid_delivery_is_queued(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     async with webhook_app(_settings(redis_url)) as (app, client):
+        triggered = _now()
         with caplog.at_level(logging.INFO, logger="simpro_counter"):
-            answer = await _post(client, _body(_payload()))
-        assert answer.status_code == 202
-        assert answer.json() == {"accepted": True, "event": "invoice.created", "id": 300555}
+            answer = await _post(client, _body(_payload(triggered=triggered)))
+        # 200, not 202 since issue 11: Simpro is answered 200 for every signed delivery.
+        assert answer.status_code == 200
+        assert answer.json() == {
+            "accepted": True,
+            "queued": True,
+            "event": "invoice.created",
+            "id": 300555,
+        }
         entries = await _stream(app)
         assert len(entries) == 1
         assert entries[0][1] == {
@@ -224,11 +311,24 @@ async def test_valid_delivery_is_queued(redis_url: str, caplog: pytest.LogCaptur
             "action": "created",
             "id": "300555",
             "company": "0",
-            "triggered": "2023-01-31T09:05:27+00:00",
+            "triggered": triggered,
         }
         assert "Webhook invoice.created 300555 queued" in caplog.text
         # Listed in the OpenAPI document.
         assert URL in (await client.get("/openapi.json")).json()["paths"]
+
+
+async def test_stage_events_are_queued_for_the_invoice(redis_url: str) -> None:
+    async with webhook_app(_settings(redis_url)) as (app, client):
+        for event in STAGE_EVENTS:
+            answer = await _post(client, _delivery_body(event, companyID=0, invoiceID=7))
+            assert answer.status_code == 200
+            assert answer.json()["queued"] is True
+        entries = await _stream(app)
+        assert [(f["event"], f["resource"], f["action"], f["id"]) for _, f in entries] == [
+            ("invoice.stage.approved", "invoice", "stage.approved", "7"),
+            ("invoice.stage.pending", "invoice", "stage.pending", "7"),
+        ]
 
 
 async def test_configurable_header_and_sha256(redis_url: str) -> None:
@@ -236,16 +336,17 @@ async def test_configurable_header_and_sha256(redis_url: str) -> None:
         redis_url, webhook_signature_header="X-Sig", webhook_signature_algorithm="sha256"
     )
     async with webhook_app(settings) as (app, client):
-        body = _body(_payload("job.updated", companyID=0, jobID="9"))
+        body = _delivery_body("job.updated", companyID=0, jobID="9")
         sha1 = await _post(client, body, header="X-Sig", algorithm="sha1")
         assert sha1.status_code == 401
         answer = await _post(client, body, header="X-Sig", algorithm="sha256")
-        assert answer.status_code == 202
+        assert answer.status_code == 200
         assert answer.json()["id"] == 9
+        other = _delivery_body("job.updated", companyID=0, jobID="10")
         prefixed = await _post(
-            client, body, signature="sha256=" + sign(body, SECRET, "sha256"), header="X-Sig"
+            client, other, signature="sha256=" + sign(other, SECRET, "sha256"), header="X-Sig"
         )
-        assert prefixed.status_code == 202
+        assert prefixed.status_code == 200
         assert len(await _stream(app)) == 2
 
 
@@ -253,7 +354,7 @@ async def test_bad_or_missing_signature_is_refused(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with webhook_app(_settings(redis_url)) as (app, client):
-        body = _body(_payload())
+        body = _delivery_body()
         wrong = sign(body, "not-the-secret", "sha1")
         with caplog.at_level(logging.WARNING, logger="simpro_counter"):
             for signature in (None, "", wrong, "garbage"):
@@ -263,6 +364,9 @@ async def test_bad_or_missing_signature_is_refused(
                     "accepted": False,
                     "error": "Missing or invalid signature",
                 }
+            # An unused event is refused the same without its signature.
+            unused = await _post(client, _delivery_body("payment.created"), signature=wrong)
+            assert unused.status_code == 401
         # A body altered after signing is refused too.
         tampered = await _post(client, body, signature=sign(body + b" ", SECRET, "sha1"))
         assert tampered.status_code == 401
@@ -272,19 +376,16 @@ async def test_bad_or_missing_signature_is_refused(
         assert "Webhook refused (401)" in caplog.text
 
 
-async def test_malformed_unknown_and_too_large(redis_url: str) -> None:
+async def test_malformed_and_too_large(redis_url: str) -> None:
     async with webhook_app(_settings(redis_url)) as (app, client):
         bad_json = await _post(client, b"{nope")
         assert bad_json.status_code == 400
         assert bad_json.json()["accepted"] is False
         assert bad_json.json()["error"].startswith("Body is not valid JSON")
-        no_id = await _post(client, _body(_payload(companyID=0)))
+        no_id = await _post(client, _delivery_body(companyID=0))
         assert no_id.status_code == 400
         assert "Missing record ID" in no_id.json()["error"]
-        unknown = await _post(client, _body(_payload("invoice.exploded", invoiceID=1)))
-        assert unknown.status_code == 422
-        assert unknown.json()["error"].startswith("Unknown event 'invoice.exploded'")
-        big = _body({**_payload(), "padding": "x" * 100_000})
+        big = _body({**_payload(triggered=_now()), "padding": "x" * 100_000})
         too_large = await _post(client, big)
         assert too_large.status_code == 413
         assert too_large.json() == {
@@ -302,38 +403,139 @@ async def test_malformed_unknown_and_too_large(redis_url: str) -> None:
         assert await _stream(app) == []
 
 
+async def test_signed_events_the_service_does_not_use_are_acknowledged_and_not_queued(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Until issue 11 an unknown event answered 422: Simpro's policy for failed deliveries is
+    # unpublished, so every signed delivery now gets 200.
+    async with webhook_app(_settings(redis_url)) as (app, client):
+        with caplog.at_level(logging.DEBUG, logger="simpro_counter"):
+            for event in ("invoice.exploded", "payment.created", "company.customer.updated"):
+                answer = await _post(client, _delivery_body(event, paymentID=1))
+                assert answer.status_code == 200
+                assert answer.json() == {
+                    "accepted": True,
+                    "queued": False,
+                    "event": event,
+                    "reason": "unused",
+                }
+        assert await _stream(app) == []
+        assert "Webhook payment.created acknowledged: not used by this service" in caplog.text
+        assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+
+
 async def test_no_secret_means_disabled(redis_url: str) -> None:
     async with webhook_app(service_settings(redis_url)) as (app, client):
-        answer = await _post(client, _body(_payload()))
+        answer = await _post(client, _delivery_body())
         assert answer.status_code == 503
         assert answer.json()["accepted"] is False
         assert answer.json()["error"].startswith("Webhooks are disabled: set WEBHOOK_SECRET")
         assert await _stream(app) == []
 
 
-async def test_duplicate_delivery_is_queued_twice(redis_url: str) -> None:
-    # Deliberate: de-duplication happens when events are applied (idempotently), not here.
+async def test_a_replay_is_acknowledged_and_queued_once(redis_url: str) -> None:
     async with webhook_app(_settings(redis_url)) as (app, client):
-        body = _body(_payload())
-        assert (await _post(client, body)).status_code == 202
-        assert (await _post(client, body)).status_code == 202
+        # Triggered 30 s ago: its second is settled, so a copy adds nothing.
+        body = _delivery_body(seconds_ago=30)
+        first = await _post(client, body)
+        assert first.json()["queued"] is True
+        for _ in range(3):
+            again = await _post(client, body)
+            assert again.status_code == 200
+            assert again.json() == {
+                "accepted": True,
+                "queued": False,
+                "event": "invoice.created",
+                "id": 300555,
+                "reason": "replayed",
+            }
+        # The same invoice, another event or another second: not a replay.
+        assert (await _post(client, _delivery_body("invoice.updated", seconds_ago=30))).json()[
+            "queued"
+        ]
+        assert (await _post(client, _delivery_body(seconds_ago=40))).json()["queued"]
         entries = await _stream(app)
-        assert [fields["id"] for _, fields in entries] == ["300555", "300555"]
+        assert [fields["event"] for _, fields in entries] == [
+            "invoice.created",
+            "invoice.updated",
+            "invoice.created",
+        ]
+        # The mark expires with the window, not later.
+        runtime: Runtime = app.state.runtime
+        marks = [
+            key
+            async for key in runtime.redis_client.scan_iter(
+                f"{runtime.settings.key_prefix}:webhook_seen:*"
+            )
+        ]
+        assert len(marks) == 3
+        ttl = await runtime.redis_client.ttl(marks[0])
+        assert 3500 < ttl <= 3600
 
 
-async def test_redis_unavailable_asks_for_a_retry(
+async def test_an_identical_copy_within_its_second_is_queued_again(redis_url: str) -> None:
+    # Two changes to one invoice in the same second arrive as identical bodies; the first
+    # copy's fetch may have run before the second change, so the second copy is applied.
+    async with webhook_app(_settings(redis_url)) as (app, client):
+        body = _delivery_body("invoice.updated")
+        assert (await _post(client, body)).json()["queued"] is True
+        assert (await _post(client, body)).json()["queued"] is True
+        assert len(await _stream(app)) == 2
+
+
+async def test_a_stale_delivery_is_acknowledged_and_not_queued(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with webhook_app(_settings(redis_url, webhook_replay_window=60)) as (app, client):
+        with caplog.at_level(logging.WARNING, logger="simpro_counter"):
+            stale = await _post(client, _delivery_body(seconds_ago=61))
+        assert stale.status_code == 200
+        assert stale.json()["reason"] == "stale"
+        assert "longer ago than WEBHOOK_REPLAY_WINDOW (60 s)" in caplog.text
+        assert (await _post(client, _delivery_body(seconds_ago=50))).json()["queued"] is True
+        assert (await _post(client, _body(_payload(triggered=TRIGGERED)))).json()["reason"] == (
+            "stale"
+        )
+        assert len(await _stream(app)) == 1
+
+
+@pytest.mark.parametrize("triggered", [None, "", "yesterday", "2023-01-31T09:05:27"])
+async def test_a_delivery_whose_date_cannot_be_checked_is_queued(
+    redis_url: str, triggered: str | None
+) -> None:
+    # Absent, unreadable or without an offset (its zone would be a guess): a lost change
+    # is worse than a repeated fetch, so every copy is queued.
+    async with webhook_app(_settings(redis_url)) as (app, client):
+        payload = _payload()
+        if triggered is None:
+            del payload["date_triggered"]
+        else:
+            payload["date_triggered"] = triggered
+        for _ in range(2):
+            assert (await _post(client, _body(payload))).json()["queued"] is True
+        assert len(await _stream(app)) == 2
+
+
+async def test_redis_unavailable_asks_for_a_retry_and_marks_nothing(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with webhook_app(_settings(redis_url)) as (app, client):
         redis_client = app.state.runtime.redis_client
 
-        async def failing_xadd(*args: Any, **kwargs: Any) -> str:
+        async def failing(*args: Any, **kwargs: Any) -> str:
             raise RedisConnectionError("Connection refused")
 
-        monkeypatch.setattr(redis_client, "xadd", failing_xadd)
-        answer = await _post(client, _body(_payload()))
-        assert answer.status_code == 503
-        assert "retry later" in answer.json()["error"]
-        assert answer.headers["Retry-After"] == "30"
-        monkeypatch.undo()
+        body = _delivery_body(seconds_ago=30)
+        for dated in (True, False):  # the replay script, and the plain append
+            monkeypatch.setattr(redis_client, "evalsha", failing)
+            monkeypatch.setattr(redis_client, "xadd", failing)
+            sent = body if dated else _body({**_payload(), "date_triggered": None})
+            answer = await _post(client, sent)
+            assert answer.status_code == 503
+            assert "retry later" in answer.json()["error"]
+            assert answer.headers["Retry-After"] == "30"
+            monkeypatch.undo()
         assert await _stream(app) == []
+        # Simpro's redelivery is no replay: nothing was marked.
+        assert (await _post(client, body)).json()["queued"] is True
+        assert len(await _stream(app)) == 1

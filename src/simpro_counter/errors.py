@@ -69,7 +69,3 @@ class HistoryUnavailableError(SimproCounterError):
 
 class BadDeliveryError(SimproCounterError):
     """A webhook body is not a delivery this service understands; the message says why."""
-
-
-class UnknownEventError(BadDeliveryError):
-    """A well-formed delivery of an event this service does not know (answered 422, not 400)."""

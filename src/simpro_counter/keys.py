@@ -111,6 +111,11 @@ class Keys:
         """Stream of accepted webhook deliveries, consumed by the `webhook-workers` group."""
         return f"{self.prefix}:webhook_events"
 
+    def webhook_seen(self, identity: str) -> str:
+        """Replay mark of a queued webhook delivery (`webhooks/replay.py`): "1" or "0",
+        with an expiry of at most `WEBHOOK_REPLAY_WINDOW`."""
+        return f"{self.prefix}:webhook_seen:{identity}"
+
     @property
     def history(self) -> str:
         """List of the most recent refreshes (JSON), newest first."""

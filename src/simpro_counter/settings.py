@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         default=60.0,
         description="Seconds before a delivery taken by a stopped replica is applied by another",
     )
+    webhook_replay_window: Annotated[float, Field(gt=0)] = Field(
+        default=3600.0,
+        description="Seconds a delivery is accepted after its date_triggered; older ones, "
+        "and copies of one already queued, are acknowledged and not applied",
+    )
     host: str = Field(default="127.0.0.1", description="Interface `serve` listens on")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8000, description="Port `serve` listens on"

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from simpro_counter.webhooks.events import INVOICE_EVENTS, INVOICE_STAGE_EVENTS, KNOWN_EVENTS
+from simpro_counter.webhooks.events import INVOICE_EVENTS, KNOWN_EVENTS
 
 from .config import callback_url_error
 from .listing import list_page
@@ -30,7 +30,7 @@ from .webhook_dispatch import WebhookDispatcher
 from .webhook_subscription import Subscription, SubscriptionFields
 
 # The events a subscription may ask for: every one the simulated build sends.
-OFFERED_EVENTS: tuple[str, ...] = tuple(dict.fromkeys((*KNOWN_EVENTS, *INVOICE_STAGE_EVENTS)))
+OFFERED_EVENTS: tuple[str, ...] = KNOWN_EVENTS
 _EVENTS = frozenset(OFFERED_EVENTS)
 WEBHOOK_FIELDS = frozenset(
     {

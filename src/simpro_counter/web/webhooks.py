@@ -2,20 +2,28 @@
 
 The answer must be fast, so no Simpro call happens here: an accepted delivery is appended
 to the webhook queue (`webhooks/queue.py`) and applied later by the `webhook-workers` group.
-Deliveries are not de-duplicated on arrival (Simpro may redeliver); applying is idempotent.
+
+Every correctly signed delivery is answered 200 (Simpro's retry and disable policy for
+failed deliveries is unpublished, so nothing it cannot fix by retrying gets a non-2xx),
+queued or not: events the service does not apply, stale ones and replays
+(`webhooks/replay.py`) are acknowledged and dropped here, so they never reach the queue.
+Only a body that is no delivery at all gets a 400, and Redis failing a 503 with
+`Retry-After`: then nothing was queued or marked, and Simpro's redelivery is applied.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import APIRouter, Request, Response
 
-from simpro_counter.errors import BadDeliveryError, StoreError, UnknownEventError
+from simpro_counter.errors import BadDeliveryError, StoreError
 from simpro_counter.keys import Keys
 from simpro_counter.web.http import json_response, runtime_of
-from simpro_counter.webhooks.queue import enqueue
-from simpro_counter.webhooks.receiver import parse_delivery
+from simpro_counter.webhooks import replay
+from simpro_counter.webhooks.queue import enqueue, enqueue_once
+from simpro_counter.webhooks.receiver import Delivery, UnusedEvent, parse_delivery
 from simpro_counter.webhooks.signature import verify
 
 router = APIRouter()
@@ -28,11 +36,13 @@ MAX_BODY_BYTES = 64 * 1024
     "/api/simpro/webhooks",
     summary="Receive a signed Simpro webhook delivery and queue it for the ledger",
     responses={
-        202: {"description": "Verified and queued"},
+        200: {
+            "description": "Verified: queued, or acknowledged and dropped (an event the "
+            "service does not use, a stale delivery, a replay; `reason` says which)"
+        },
         400: {"description": "Not a delivery (the error says why)"},
         401: {"description": "Missing or invalid signature"},
         413: {"description": "Body larger than 64 KiB"},
-        422: {"description": "An event this service does not handle"},
         503: {"description": "Webhooks disabled (no WEBHOOK_SECRET), or Redis unavailable"},
     },
 )
@@ -59,13 +69,46 @@ async def receive_webhook(request: Request) -> Response:
     ):
         return _refuse(request, 401, "Missing or invalid signature")
     try:
-        delivery = parse_delivery(body)
-    except UnknownEventError as exc:
-        return _refuse(request, 422, str(exc))
+        parsed = parse_delivery(body)
     except BadDeliveryError as exc:
         return _refuse(request, 400, str(exc))
+    if isinstance(parsed, UnusedEvent):
+        log.debug("Webhook %s acknowledged: not used by this service", parsed.event)
+        return _dropped(parsed.event, None, "unused")
+    return await _queue_unless_replayed(request, parsed)
+
+
+async def _queue_unless_replayed(request: Request, delivery: Delivery) -> Response:
+    """Queue a verified delivery unless it is stale or a replay (`webhooks/replay.py`)."""
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    check = replay.check(delivery, time.time(), settings.webhook_replay_window)
+    if check.stale:
+        log.warning(
+            "Webhook %s %s acknowledged, not applied: triggered %s, longer ago than "
+            "WEBHOOK_REPLAY_WINDOW (%g s)",
+            delivery.event,
+            delivery.record_id,
+            delivery.triggered,
+            settings.webhook_replay_window,
+        )
+        return _dropped(delivery.event, delivery.record_id, "stale")
+    keys = Keys(settings.key_prefix)
     try:
-        await enqueue(runtime.redis_client, Keys(settings.key_prefix), delivery)
+        if check.identity is None:
+            await enqueue(runtime.redis_client, keys, delivery)
+        else:
+            entry_id = await enqueue_once(
+                runtime.redis_client,
+                keys,
+                delivery,
+                identity=check.identity,
+                settled=check.settled,
+                seconds=check.mark_seconds,
+            )
+            if entry_id is None:
+                log.info("Webhook %s %s acknowledged: a replay", delivery.event, delivery.record_id)
+                return _dropped(delivery.event, delivery.record_id, "replayed")
     except StoreError as exc:
         return _refuse(
             request,
@@ -74,9 +117,23 @@ async def receive_webhook(request: Request) -> Response:
             headers={"Retry-After": "30"},
         )
     log.info("Webhook %s %s queued", delivery.event, delivery.record_id)
+    return _queued(delivery)
+
+
+def _queued(delivery: Delivery) -> Response:
     return json_response(
-        {"accepted": True, "event": delivery.event, "id": delivery.record_id}, status=202
+        {"accepted": True, "queued": True, "event": delivery.event, "id": delivery.record_id}
     )
+
+
+def _dropped(event: str, record_id: int | None, reason: str) -> Response:
+    """200 for a verified delivery that is not queued: `reason` is `unused`, `stale` or
+    `replayed`."""
+    body: dict[str, object] = {"accepted": True, "queued": False, "event": event}
+    if record_id is not None:
+        body["id"] = record_id
+    body["reason"] = reason
+    return json_response(body)
 
 
 async def _read_body(request: Request) -> bytes | None:

@@ -9,8 +9,14 @@ One entry per delivery, in `Keys.webhook_events`, with string fields `event`, `r
 `action`, `id`, `company` and `triggered` (see :func:`entry_fields`). They stay as they
 are, so entries queued by an earlier version are still read after an upgrade.
 
-This module is the one place that turns a Redis failure of the stream or of its consumer
-group into :class:`StoreError`; its callers catch nothing from redis-py.
+Replay marks (`Keys.webhook_seen`, see `webhooks/replay.py`) are kept here too: a mark is
+set in the same Lua script that appends the entry, so a delivery is never marked seen
+without being queued (a Redis failure between the two would turn Simpro's redelivery
+into a "replay" and lose the change).
+
+This module is the one place that turns a Redis failure of the stream, its consumer
+group or the replay marks into :class:`StoreError`; its callers catch nothing from
+redis-py.
 """
 
 from __future__ import annotations
@@ -90,6 +96,37 @@ async def enqueue(redis: Redis, keys: Keys, delivery: Delivery) -> str:
             approximate=True,
         )
     return _text(entry_id)
+
+
+# KEYS: the mark, the stream. ARGV: "1" if this copy arrived settled else "0", the mark's
+# seconds, the stream's length, then the entry's fields and values. A mark "1" means a
+# settled copy is queued already: this one is a replay (false, answered as nil).
+_ENQUEUE_ONCE = """
+if redis.call('GET', KEYS[1]) == '1' then
+    return false
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+"""
+
+
+async def enqueue_once(
+    redis: Redis, keys: Keys, delivery: Delivery, *, identity: str, settled: bool, seconds: int
+) -> str | None:
+    """Append `delivery` unless a settled copy of `identity` was queued; its entry ID, or
+    None for a replay. :class:`StoreError` if Redis fails (then nothing was marked).
+
+    The mark records whether this copy arrived settled (`webhooks/replay.py`) and lives
+    `seconds`.
+    """
+    fields = [part for pair in entry_fields(delivery).items() for part in pair]
+    args: list[EncodableT] = ["1" if settled else "0", seconds, WEBHOOK_STREAM_LENGTH, *fields]
+    with _redis_failures():
+        script = redis.register_script(_ENQUEUE_ONCE)
+        entry_id: Any = await script(
+            keys=[keys.webhook_seen(identity), keys.webhook_events], args=args
+        )
+    return None if entry_id is None else _text(entry_id)
 
 
 class WebhookQueue:

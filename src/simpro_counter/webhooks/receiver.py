@@ -2,9 +2,13 @@
 
 ```json
 {"ID": "invoice.created", "build": "...", "action": "created",
+ "name": "...", "description": "...",
  "reference": {"companyID": 0, "invoiceID": 300555},
  "date_triggered": "2023-01-31T09:05:27+00:00"}
 ```
+
+Fields this service does not read (`build`, `name`, `description`, other keys of
+`reference` such as `statusID`) are tolerated, not required.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from simpro_counter.errors import BadDeliveryError, SimproDataError, UnknownEventError
+from simpro_counter.errors import BadDeliveryError, SimproDataError
 from simpro_counter.ids import parse_id
-from simpro_counter.webhooks.events import ID_KEYS, KNOWN_EVENTS
+from simpro_counter.webhooks.events import APPLIED_EVENTS, ID_KEYS, split_event
 
-_KNOWN = frozenset(KNOWN_EVENTS)
+_APPLIED = frozenset(APPLIED_EVENTS)
 
 
 @dataclass(frozen=True)
@@ -25,17 +29,29 @@ class Delivery:
     event: str
     """The event name, e.g. `invoice.created`."""
     resource: str
-    """The event family, e.g. `invoice` or `company.customer`."""
+    """The event family, e.g. `invoice` or `job`."""
     action: str
-    """`created`, `updated`, `deleted` or `status`."""
+    """`created`, `updated`, `deleted`, `status`, `stage.approved` or `stage.pending`."""
     record_id: int
     company_id: int
     triggered: str
     """`date_triggered` as sent (empty when absent)."""
 
 
-def parse_delivery(body: bytes) -> Delivery:
-    """The delivery in `body`, or :class:`BadDeliveryError` saying precisely what is wrong."""
+@dataclass(frozen=True)
+class UnusedEvent:
+    """A well-formed delivery of an event the service does not apply (e.g. `payment.created`
+    or a customer event): acknowledged, not queued."""
+
+    event: str
+
+
+def parse_delivery(body: bytes) -> Delivery | UnusedEvent:
+    """The delivery in `body`, or :class:`BadDeliveryError` saying precisely what is wrong.
+
+    The reference of an event the service does not apply is not read: it may name its
+    record in any way.
+    """
     try:
         payload: Any = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -47,11 +63,10 @@ def parse_delivery(body: bytes) -> Delivery:
         raise BadDeliveryError('Missing event name: the "ID" field (e.g. "invoice.created")')
     if not isinstance(event, str):
         raise BadDeliveryError(f'"ID" must be an event name string, not {_json_type(event)}')
-    if event not in _KNOWN:
-        raise UnknownEventError(
-            f"Unknown event {event[:100]!r}; known: {', '.join(sorted(KNOWN_EVENTS))}"
-        )
-    resource, _, action = event.rpartition(".")
+    family = split_event(event)
+    if event not in _APPLIED or family is None:
+        return UnusedEvent(event[:100])
+    resource, action = family
     reference = payload.get("reference")
     if not isinstance(reference, dict):
         what = "missing" if reference is None else f"{_json_type(reference)}, not an object"
@@ -75,12 +90,17 @@ def parse_delivery(body: bytes) -> Delivery:
 
 
 def _id_key(resource: str, reference: dict[str, Any]) -> str:
+    """The key of the record's ID: the family's own (`invoiceID`), in any letter case.
+
+    Never another `*ID` key: a reference may carry several (`statusID` beside
+    `invoiceID`), and reading one of them as the record would fetch the wrong record.
+    """
     key = ID_KEYS[resource]
     if key in reference:
         return key
-    others = [k for k in reference if k.endswith("ID") and k != "companyID"]
-    if len(others) == 1:
-        return others[0]
+    same = [k for k in reference if isinstance(k, str) and k.lower() == key.lower()]
+    if len(same) == 1:
+        return same[0]
     found = ", ".join(repr(str(k)[:40]) for k in list(reference)[:10]) or "no keys"
     raise BadDeliveryError(f'Missing record ID: "reference" has no {key!r} (it has {found})')
 

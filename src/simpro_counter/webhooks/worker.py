@@ -7,7 +7,9 @@ minute, so a delivery survives a process that stops. Applying is idempotent (the
 an invoice whose entry did not change), so duplicates, replays and reordering are
 harmless: the record is always fetched as it is now.
 
-Invoice events move customers, invoices and revenue through the ledger. Job and quote
+Invoice events (created, updated, deleted, status and the stage events) move customers,
+invoices and revenue through the ledger; `webhooks/lookup.py` fetches the invoice and
+decides what a 404 proves (a deletion only after `invoice.deleted`). Job and quote
 events recount jobs or quotes from `Result-Total` (one request covers every event that
 arrived before it, since the count is all there is to know), beside the loop, so a slow
 recount never holds up invoice events.
@@ -39,6 +41,7 @@ from simpro_counter.store.base import Store
 from simpro_counter.store.ledger import DELETED, InvoiceLedgerStore
 from simpro_counter.store.tasks import stop_task
 from simpro_counter.store.values import MetricValue
+from simpro_counter.webhooks.lookup import Found, MismatchLog, Unconfirmed, current_invoice
 from simpro_counter.webhooks.queue import WebhookQueue
 from simpro_counter.webhooks.receiver import Delivery
 
@@ -108,6 +111,7 @@ class WebhookWorker:
         self._recount_waiting: dict[str, list[str]] = {}
         self._recounts: dict[str, asyncio.Task[None]] = {}
         self.applied = 0
+        self._mismatches = MismatchLog()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="webhook worker")
@@ -184,25 +188,49 @@ class WebhookWorker:
     async def _apply(self, client: SimproClient, delivery: Delivery) -> bool:
         """Apply one delivery; False to leave it pending (retried later)."""
         if delivery.resource != "invoice":
-            return True  # customer events change no metric: customers count by invoice
+            # Customer events change no metric (customers count by invoice); the receiver
+            # no longer queues them, entries queued by an earlier version are dropped here.
+            return True
         if not self._ours(delivery):
             return True
         event, invoice_id = delivery.event, delivery.record_id
         try:
-            record = await client.record("invoices", invoice_id)
+            found = await current_invoice(client, invoice_id, delivery.action)
         except SimproCounterError as exc:
             log.warning("Webhook %s %s: Simpro failed (%s); will retry", event, invoice_id, exc)
             return False
+        if isinstance(found, Unconfirmed):
+            self._mismatches.warn(
+                "Webhook %s %s: Simpro answers 404 for the invoice and %s, so it is not "
+                "deleted on that evidence (the reference may name its InternalID); the next "
+                "sync or full scan settles it",
+                event,
+                invoice_id,
+                "the build ignores the ID filter of a list query"
+                if found.filter_ignored
+                else "a list query by ID does not find it either",
+            )
+            return True
         invoice_filter = self._refresher.invoice_filter
         entry: InvoiceEntry | None = None  # None: deleted, or left out by the invoice filter
-        if record is not None:
+        if isinstance(found, Found):
             try:
-                entry = parse_invoice(record, invoice_filter, "webhook invoice")[1]
+                record_id, entry = parse_invoice(found.record, invoice_filter, "webhook invoice")
             except SimproDataError as exc:
                 # Retrying cannot fix Simpro's data: the ledger keeps what it had, and the
                 # next full reconciliation reads the invoice again.
                 log.error("Webhook %s %s not applied: %s", event, invoice_id, exc)
                 return True
+            if record_id != invoice_id:
+                # The ledger is keyed by the invoice's own ID, as every scan reads it.
+                self._mismatches.warn(
+                    "Webhook %s %s: Simpro answered invoice %s; applied under %s",
+                    event,
+                    invoice_id,
+                    record_id,
+                    record_id,
+                )
+                invoice_id = record_id
         change = await self._ledger.apply(invoice_id, DELETED if entry is None else entry)
         self.applied += 1
         log.info("Webhook %s %s applied: %s", event, invoice_id, change.outcome)
