@@ -40,17 +40,19 @@ itself by whole passes instead (:meth:`_Scan._exact_by_passes`):
 
 A scan that cannot close the gap within `max_rounds` raises :class:`ScanIncompleteError`;
 a partial count is never returned.
+
+(Over 400 lines on purpose: each step of the proof above is implemented here, beside it;
+the report, the observer and the ID-range helpers live in :mod:`scan_report`.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import math
 import time
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from simpro_counter.build_quirks import (
     DATE_MODIFIED,
@@ -66,105 +68,35 @@ from simpro_counter.errors import IdFiltersIgnoredError, ScanIncompleteError, Si
 from simpro_counter.ids import parse_id
 from simpro_counter.metrics import InvoiceFilter, InvoiceFold, scan_columns
 from simpro_counter.metrics.invoices import InvoiceEntry, parse_invoice
+from simpro_counter.scan_report import (
+    IdRange,
+    NullObserver,
+    ScanObserver,
+    ScanReport,
+    ids_in,
+    page_ranges,
+    range_filter,
+)
 from simpro_counter.simpro import SimproClient
 from simpro_counter.simpro.client import Page, Params, Record
+
+__all__ = [
+    "INVOICES",
+    "SCAN_COLUMNS",
+    "IdRange",
+    "ScanObserver",
+    "ScanReport",
+    "ids_in",
+    "range_filter",
+    "scan_customers",
+    "scan_invoices",
+]
 
 INVOICES = "invoices"
 # Every column the invoice metrics, the growth history and the invoice filter need.
 SCAN_COLUMNS = scan_columns()
 # The catch-up also asks for `DateModified`, which proves a build ignored If-Modified-Since.
 CATCH_UP_COLUMNS = tuple(dict.fromkeys((*SCAN_COLUMNS, DATE_MODIFIED)))
-
-# An ID range with open ends: (None, None) is every invoice.
-IdRange = tuple[int | None, int | None]
-
-
-class ScanObserver(Protocol):
-    """Receives progress while a scan runs (the CLI draws a progress bar from it)."""
-
-    def started(self, pages: int | None, records: int | None) -> None: ...
-
-    def page_done(self, records: int, retries: int) -> None: ...
-
-    def reconciling(self, reason: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class ScanReport:
-    """The proven result of a full scan and what it cost."""
-
-    count: int
-    """Distinct customers over the invoices counted."""
-    total_invoices: int
-    """Every invoice Simpro holds (its `Result-Total`), counted by the filter or not."""
-    invoices: int
-    """Invoices counted (those the invoice filter accepts)."""
-    revenue_cents: int
-    """Sum of `Total.ExTax` over the invoices counted, in cents."""
-    invoices_without_customer: int
-    pages: int
-    requests: int
-    retries: int
-    duration: float
-    reconciled: int
-    """Invoices re-read because they moved while the scan ran."""
-    cursor: str | None
-    """`Date` of the scan's first answer: changes after it are for an incremental sync."""
-    ignored: tuple[Ignored, ...] = ()
-    """What the build was proven to ignore while the scan ran (ID filters, If-Modified-Since)."""
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        """What each ignored feature meant for the scan, one sentence each."""
-        return tuple(note(ignored, "scan") for ignored in self.ignored)
-
-    def as_json(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {
-            "count": self.count,
-            "totalInvoices": self.total_invoices,
-            "invoices": self.invoices,
-            "revenueCents": self.revenue_cents,
-            "invoicesWithoutCustomer": self.invoices_without_customer,
-            "pages": self.pages,
-            "requests": self.requests,
-            "retries": self.retries,
-            "duration": round(self.duration, 3),
-            "reconciled": self.reconciled,
-            "cursor": self.cursor,
-        }
-        if self.ignored:
-            shown["buildIgnores"] = list(self.ignored)
-            shown["notes"] = list(self.notes)
-        return shown
-
-
-def ids_in(sorted_ids: list[int], id_range: IdRange) -> list[int]:
-    lo, hi = id_range
-    start = 0 if lo is None else bisect.bisect_left(sorted_ids, lo)
-    end = len(sorted_ids) if hi is None else bisect.bisect_right(sorted_ids, hi)
-    return sorted_ids[start:end]
-
-
-def range_filter(id_range: IdRange) -> dict[str, str]:
-    lo, hi = id_range
-    if lo is None and hi is None:
-        return {}
-    if lo is None:
-        return {"ID": f"le({hi})"}
-    if hi is None:
-        return {"ID": f"ge({lo})"}
-    return {"ID": f"between({lo},{hi})"}
-
-
-class _NullObserver:
-    def started(self, pages: int | None, records: int | None) -> None:
-        pass
-
-    def page_done(self, records: int, retries: int) -> None:
-        pass
-
-    def reconciling(self, reason: str) -> None:
-        pass
 
 
 async def scan_customers(
@@ -189,7 +121,7 @@ async def scan_invoices(
     invoice_filter: InvoiceFilter | None = None,
 ) -> tuple[ScanReport, InvoiceFold]:
     """As :func:`scan_customers`, also returning the fold: every invoice as it was counted."""
-    scan = _Scan(client, observer or _NullObserver(), max_rounds, InvoiceFold(invoice_filter))
+    scan = _Scan(client, observer or NullObserver(), max_rounds, InvoiceFold(invoice_filter))
     report = await scan.run()
     return report, scan.fold
 
@@ -283,7 +215,7 @@ class _Scan:
                 self.observer.reconciling(
                     f"{deleted} invoice(s) deleted during the scan: re-reading by ID range"
                 )
-                await _together(*(self._refetch(r) for r in _page_ranges(marks)))
+                await _together(*(self._refetch(r) for r in page_ranges(marks)))
                 reread_all = False
             else:
                 self.observer.reconciling(
@@ -522,14 +454,3 @@ def _check_in_range(records: list[Record], id_range: IdRange) -> None:
             raise IdFiltersIgnoredError(
                 f"asked for invoices with ID in {id_range}, Simpro sent invoice {invoice_id}"
             )
-
-
-def _page_ranges(first_ids: list[int]) -> list[IdRange]:
-    """The ID line cut at the first ID of every page: ranges of about one page each."""
-    starts = sorted(set(first_ids))
-    if not starts:
-        return [(None, None)]
-    return [
-        (None if i == 0 else start, None if i == len(starts) - 1 else starts[i + 1] - 1)
-        for i, start in enumerate(starts)
-    ]
