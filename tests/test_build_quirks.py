@@ -21,9 +21,10 @@ from simpro_counter.build_quirks import (
     note,
     outside,
 )
+from simpro_counter.errors import ScanIncompleteError
 from simpro_counter.scan import scan_customers
 from simpro_counter.simpro import SimproClient
-from simpro_counter.simulator import SimulatorConfig, running_simulator
+from simpro_counter.simulator import Simulator, SimulatorConfig, running_simulator
 from tests.conftest import client_config
 from tests.service_fixtures import ADMIN_TOKEN, running_app, service_settings, wait_for_count
 
@@ -192,3 +193,33 @@ async def test_a_build_that_honours_both_is_not_reported() -> None:
     assert report.ignored == ()
     assert "buildIgnores" not in report.as_json()
     assert report.count == running.simulator.truth().customers
+
+
+@pytest.mark.parametrize("ignore_since", [False, True])
+async def test_a_scan_that_never_settles_fails_cleanly_in_bounded_requests(
+    ignore_since: bool,
+) -> None:
+    simulator = Simulator(
+        SimulatorConfig(
+            invoices=1000,
+            customers=300,
+            seed=4,
+            rate=0,
+            ignore_id_filters=True,
+            ignore_if_modified_since=ignore_since,
+        )
+    )
+
+    def delete_one(request_number: int) -> None:  # a deletion between every two answers
+        ids = simulator.dataset.invoice_ids()
+        simulator.dataset.delete_invoice(ids[len(ids) // 2])
+
+    simulator.hooks.append(delete_one)
+    async with SimproClient(
+        client_config(page_size=100), transport=simulator.transport()
+    ) as client:
+        with pytest.raises(ScanIncompleteError, match="ignores ID filters"):
+            await scan_customers(client)
+        # Four passes of 10 pages and their snapshots (twice the pages when the catch-up
+        # reads everything), and the attempt by ID range that found them ignored.
+        assert client.stats.requests <= 4 * (2 if ignore_since else 1) * 12 + 10
