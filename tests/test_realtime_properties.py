@@ -1,6 +1,7 @@
 """Property: under any interleaving of changes, webhooks (duplicated, reordered, late),
-incremental and full refreshes, the published customers, invoices and revenue and the
-growth history equal the truth once events are in."""
+incremental and full refreshes, on a build that searches on `ID` and honours
+If-Modified-Since or one that ignores either or both, the published customers, invoices
+and revenue and the growth history equal the truth once events are in."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simpro_counter.keys import WEBHOOK_GROUP, Keys
+from simpro_counter.settings import Settings
+from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.web.runtime import Runtime
 from tests.service_fixtures import (
     ADMIN_TOKEN,
+    WEBHOOK_SECRET,
     running_app,
+    service_settings,
     wait_for_count,
-    webhook_simulator,
 )
+from tests.transports import LateASGITransport
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -65,15 +70,44 @@ async def _drained(runtime: Runtime) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(operations=OPERATIONS, seed=st.integers(0, 1000))
+@given(
+    operations=OPERATIONS,
+    seed=st.integers(0, 1000),
+    ignore_id_filters=st.booleans(),
+    ignore_if_modified_since=st.booleans(),
+)
 def test_the_count_follows_every_change(
-    redis_url: str, operations: list[tuple[str, Any]], seed: int
+    redis_url: str,
+    operations: list[tuple[str, Any]],
+    seed: int,
+    ignore_id_filters: bool,
+    ignore_if_modified_since: bool,
 ) -> None:
-    asyncio.run(_scenario(redis_url, operations, seed))
+    # As tests.service_fixtures.webhook_simulator, on the build drawn.
+    late = LateASGITransport()
+    simulator = Simulator(
+        SimulatorConfig(
+            invoices=150,
+            customers=60,
+            seed=seed,
+            rate=0,
+            webhook_url="http://service/api/simpro/webhooks",
+            webhook_secret=WEBHOOK_SECRET,
+            ignore_id_filters=ignore_id_filters,
+            ignore_if_modified_since=ignore_if_modified_since,
+        ),
+        webhook_transport=late,
+    )
+    settings_ = service_settings(redis_url, webhook_secret=WEBHOOK_SECRET)
+    asyncio.run(_scenario(simulator, late, settings_, operations))
 
 
-async def _scenario(redis_url: str, operations: list[tuple[str, Any]], seed: int) -> None:
-    simulator, late, settings_ = webhook_simulator(redis_url, invoices=150, customers=60, seed=seed)
+async def _scenario(
+    simulator: Simulator,
+    late: LateASGITransport,
+    settings_: Settings,
+    operations: list[tuple[str, Any]],
+) -> None:
     async with running_app(settings_, simulator.transport()) as (app, client):
         late.app = app
         runtime: Runtime = app.state.runtime

@@ -1,4 +1,6 @@
-"""Property: for any dataset, page size, faults and changes, the scan is exact or fails cleanly."""
+"""Property: for any dataset, page size, faults and changes, on a build that searches on
+`ID` and honours If-Modified-Since or on one that ignores either or both, the scan is
+exact or fails cleanly, and says what the build ignored only when it did."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from simpro_counter.build_quirks import ID_FILTERS, IF_MODIFIED_SINCE
 from simpro_counter.errors import SimproError
 from simpro_counter.scan import scan_customers
 from simpro_counter.simpro import SimproClient
@@ -36,6 +39,8 @@ CHANGES = st.lists(
     fault_rate=st.sampled_from([0.0, 0.05, 0.2]),
     changes=CHANGES,
     in_flight=st.integers(1, 8),
+    ignore_id_filters=st.booleans(),
+    ignore_if_modified_since=st.booleans(),
 )
 def test_scan_is_exact_or_fails_cleanly(
     invoices: int,
@@ -46,9 +51,18 @@ def test_scan_is_exact_or_fails_cleanly(
     fault_rate: float,
     changes: list[tuple[float, str]],
     in_flight: int,
+    ignore_id_filters: bool,
+    ignore_if_modified_since: bool,
 ) -> None:
     simulator = Simulator(
-        SimulatorConfig(invoices=invoices, customers=customers, seed=seed, rate=0)
+        SimulatorConfig(
+            invoices=invoices,
+            customers=customers,
+            seed=seed,
+            rate=0,
+            ignore_id_filters=ignore_id_filters,
+            ignore_if_modified_since=ignore_if_modified_since,
+        )
     )
     simulator.faults.kinds = ("5xx", "drop", "truncated", "429")
     simulator.faults.schedule.extend(faults)
@@ -83,5 +97,14 @@ def test_scan_is_exact_or_fails_cleanly(
         assert report.total_invoices == truth.invoices
         assert report.count == truth.customers
         assert report.invoices_without_customer == truth.invoices_without_customer
+        # Said only on proof, and said whenever the scan leaned on it: a range between
+        # page 1 and the newest page (more than two pages, whatever the changes did), or
+        # a catch-up answered with the seeded invoices, all modified before the scan.
+        assert (ID_FILTERS in report.ignored) <= ignore_id_filters
+        assert (IF_MODIFIED_SINCE in report.ignored) <= ignore_if_modified_since
+        if ignore_if_modified_since and invoices > len(changes):
+            assert IF_MODIFIED_SINCE in report.ignored
+        if ignore_id_filters and invoices > 2 * page_size + len(changes):
+            assert ID_FILTERS in report.ignored
 
     asyncio.run(scan())

@@ -45,6 +45,11 @@ class ScanIncompleteError(SimproError):
     """A scan could not prove that it saw every record, so its result must not be published."""
 
 
+class IdFiltersIgnoredError(SimproDataError):
+    """An answer proved that the build ignores `ID` filters. Raised and caught inside the
+    scan, which then reads whole passes instead of ID ranges; it never reaches a caller."""
+
+
 class RefreshRunningError(SimproCounterError):
     """A refresh of this metric is already running (here or on another replica)."""
 

@@ -69,4 +69,6 @@ def _print_report(report: dict[str, Any], *, as_json: bool) -> None:
     table.add_row("Re-read after changes", f"{report['reconciled']:,}")
     table.add_row("Duration", f"{report['duration']:.1f} s")
     table.add_row("Published to", f"{report['storage']} ({report['redis']})")
+    for text in report.get("notes", ()):  # what the build was proven to ignore
+        table.add_row("Note", text)
     console.print(table)

@@ -32,6 +32,12 @@ def simulate(
     latency: Annotated[float, typer.Option(help="Seconds added to every answer.")] = 0.0,
     fault_rate: Annotated[float, typer.Option(help="Share of requests that fail.")] = 0.0,
     api_key: Annotated[str, typer.Option(help="API key the simulator accepts.")] = "demo-key",
+    ignore_id_filters: Annotated[
+        bool, typer.Option(help="Act as a build that does not search on ID (filters ignored).")
+    ] = False,
+    ignore_if_modified_since: Annotated[
+        bool, typer.Option(help="Act as a build that ignores If-Modified-Since (all records).")
+    ] = False,
 ) -> None:
     """Run the built-in Simpro simulator (a fake build with known ground truth)."""
     from simpro_counter.simulator import SimulatorConfig, serve
@@ -45,6 +51,8 @@ def simulate(
             latency=latency,
             fault_rate=fault_rate,
             api_key=api_key,
+            ignore_id_filters=ignore_id_filters,
+            ignore_if_modified_since=ignore_if_modified_since,
         ),
         host,
         port,

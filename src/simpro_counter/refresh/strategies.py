@@ -8,6 +8,10 @@
   from the scan, and the drift of the kept-current count reported.
 
 Each returns a :class:`Computed`; none publishes (the refresher does, under its fences).
+
+What a scan or a sync proves the build ignores (ID filters, If-Modified-Since: see
+:mod:`simpro_counter.build_quirks`) is in its report (`buildIgnores`, `notes`) every
+time, and logged as a warning once per process.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from simpro_counter.build_quirks import announce
 from simpro_counter.errors import StoreError
 from simpro_counter.metrics import (
     INVOICE_GROUP,
@@ -122,6 +127,7 @@ class IncrementalStrategy:
             raise ValueError("an incremental sync starts from a value with a cursor")
         async with self.source.client() as client:
             synced = await sync_changes(client, self.ledger, cursor, self.invoice_filter)
+        _announce(synced.notes)
         report = synced.as_json()
         provenance = replace(
             self.current.provenance, cursor=synced.cursor, ledger_version=synced.counts.version
@@ -147,6 +153,7 @@ class FullStrategy:
     async def compute(self) -> Computed:
         journal_from = await self._ledger_version()
         scan, fold = await self._scan()
+        _announce(scan.notes)
         values = invoice_metric_values(
             distinct=scan.count, count=scan.invoices, total=scan.revenue_cents
         )
@@ -214,3 +221,9 @@ class FullStrategy:
             # Includes a journal trimmed past the scan's start: the next refresh rebuilds.
             log.warning("Invoice ledger not rebuilt (%s): publishing the scan's count", exc)
             return None
+
+
+def _announce(notes: tuple[str, ...]) -> None:
+    """Log what the build was found to ignore, each sentence once per process."""
+    for text in notes:
+        announce(text, log)

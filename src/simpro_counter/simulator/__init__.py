@@ -10,6 +10,9 @@ Choices where Simpro's behaviour is unknown or ambiguous:
   that sends back the Date of its last response never misses a change; it may see
   a record changed in that same second twice. With no match the answer is 304 or
   200 [] (config.not_modified_status). Deleted records just disappear.
+- Two builds Simpro may be: one that does not search on `ID` (config.ignore_id_filters:
+  `ID=between(...)`, `ID=in(...)`, ... are silently ignored) and one that ignores
+  If-Modified-Since (config.ignore_if_modified_since: every record, 200). Off by default.
 - The rate limit and injected faults apply to /api/v1.0/ only; /oauth2/token gets
   latency but is never limited or faulted; /__ endpoints get neither.
 - A "drop" fault sends headers and part of the body, then closes the connection

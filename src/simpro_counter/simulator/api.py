@@ -142,7 +142,13 @@ class SimproApi:
             fields,
             unknown_fields=self._config.unknown_query_fields,
         )
-        since = _since(request.headers.get("if-modified-since"))
+        # A build that ignores If-Modified-Since answers as if it had not been sent.
+        ims = (
+            None
+            if self._config.ignore_if_modified_since
+            else request.headers.get("if-modified-since")
+        )
+        since = _since(ims)
         with self._dataset.lock:
             # If-Modified-Since matches DateModified >= the date sent, not strictly
             # after: HTTP dates have 1 s resolution, so a change made in the same second
@@ -151,7 +157,13 @@ class SimproApi:
             # Date is read under the lock, before the snapshot, so any change this
             # answer misses is stamped at or after it and comes with the next request.
             date = formatdate(self._clock(), usegmt=True)
-            page = list_page(table, query, kind=kind, modified_since=since)
+            page = list_page(
+                table,
+                query,
+                kind=kind,
+                modified_since=since,
+                ignore_id_filters=self._config.ignore_id_filters,
+            )
         if since is not None and page.total == 0 and self._config.not_modified_status == 304:
             return Response(status_code=304, headers={"Date": date})
         headers = {

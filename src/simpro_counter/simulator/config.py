@@ -46,6 +46,13 @@ class SimulatorConfig:
     # What a webhook's reference.invoiceID holds: the invoice's "ID" (what the API's
     # invoices/{id} takes) or its "InternalID". Unverified which Simpro sends.
     webhook_reference_id: ReferenceId = "ID"
+    # A build that does not search on `ID` (SIMPRO.md: unverified for invoices): filters
+    # on the record's own ID (`ID=between(a,b)`, `ID=in(...)`, `ID=gt(n)`, ...) are
+    # silently ignored, so such a query answers with every record.
+    ignore_id_filters: bool = False
+    # A build that does not honour `If-Modified-Since` (absent from Simpro's Swagger
+    # file): the header is ignored and every record comes back with 200, never 304.
+    ignore_if_modified_since: bool = False
 
     def __post_init__(self) -> None:
         # Fail at construction rather than with a confusing error mid-request.

@@ -61,11 +61,22 @@ def _id_bounds(filters: Sequence[Filter]) -> tuple[int | None, int | None, list[
     return low, high, rest
 
 
-def _candidates(table: Table, query: ListQuery) -> tuple[Sequence[Row], list[Filter]]:
+def _searched(filters: Sequence[Filter], *, ignore_id_filters: bool) -> list[Filter]:
+    """The filters the build applies: all of them, or all but those on the record's own
+    `ID` on a build that does not search on it (a nested path such as `Customer.ID`
+    still filters)."""
+    if not ignore_id_filters:
+        return list(filters)
+    return [flt for flt in filters if flt.path != "ID"]
+
+
+def _candidates(
+    table: Table, query: ListQuery, filters: list[Filter]
+) -> tuple[Sequence[Row], list[Filter]]:
     """Rows in answer order that may match, and the filters still to check on them."""
     if query.order or query.match_any:
-        return table.sorted_by(query.order), list(query.filters)
-    low, high, rest = _id_bounds(query.filters)
+        return table.sorted_by(query.order), filters
+    low, high, rest = _id_bounds(filters)
     ids = table.ids()
     start = 0 if low is None else bisect_left(ids, low)
     stop = len(ids) if high is None else bisect_right(ids, high)
@@ -79,14 +90,18 @@ def list_page(
     *,
     kind: str | None = None,
     modified_since: int | None = None,
+    ignore_id_filters: bool = False,
 ) -> Page:
     """One page of `table` as Simpro lists it.
 
     kind: only rows of that kind (the customers/companies and /individuals views).
     modified_since: If-Modified-Since in epoch seconds; rows modified at or after it
     pass: >= rather than strictly after, see SimproApi._list for why.
+    ignore_id_filters: answer as a build that does not search on `ID` would, ignoring
+    every filter on it (SimulatorConfig.ignore_id_filters).
     """
-    rows, filters = _candidates(table, query)
+    searched = _searched(query.filters, ignore_id_filters=ignore_id_filters)
+    rows, filters = _candidates(table, query, searched)
     # One pass per condition: plain comprehensions are the fastest scan Python has.
     if kind is not None:
         rows = [row for row in rows if row.kind == kind]
