@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import httpx
 import typer
@@ -139,6 +139,10 @@ def simulate(
     customers: Annotated[int, typer.Option(help="Customers in the dataset.")] = 600,
     seed: Annotated[int, typer.Option(help="Seed of the dataset and faults.")] = 1,
     rate: Annotated[float, typer.Option(help="Requests/second before 429 (0: none).")] = 10.0,
+    limiter: Annotated[
+        Literal["bucket", "sliding"],
+        typer.Option(help="How the rate is counted: a token bucket or a sliding second."),
+    ] = "bucket",
     latency: Annotated[float, typer.Option(help="Seconds added to every answer.")] = 0.0,
     fault_rate: Annotated[float, typer.Option(help="Share of requests that fail.")] = 0.0,
     api_key: Annotated[str, typer.Option(help="API key the simulator accepts.")] = "demo-key",
@@ -152,6 +156,7 @@ def simulate(
             customers=customers,
             seed=seed,
             rate=rate,
+            limiter=limiter,
             latency=latency,
             fault_rate=fault_rate,
             api_key=api_key,

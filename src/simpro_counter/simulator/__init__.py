@@ -11,7 +11,9 @@ Choices where Simpro's behaviour is unknown or ambiguous:
   a record changed in that same second twice. With no match the answer is 304 or
   200 [] (config.not_modified_status). Deleted records just disappear.
 - The rate limit and injected faults apply to /api/v1.0/ only; /oauth2/token gets
-  latency but is never limited or faulted; /__ endpoints get neither.
+  latency but is never limited or faulted; /__ endpoints get neither. The limit is a
+  token bucket (a burst of `rate`) or a sliding one-second window (config.limiter);
+  its 429 carries no Retry-After.
 - A "drop" fault sends headers and part of the body, then closes the connection
   (in-process: httpx.RemoteProtocolError); a "slow" one ends early if the client
   hangs up. The in-process transport honours the read timeout (httpx.ReadTimeout).
@@ -21,9 +23,9 @@ Choices where Simpro's behaviour is unknown or ambiguous:
   `await sim.webhooks.flush()` sends them. GET /__webhooks shows the delivery log.
 """
 
-from .config import FAULT_KINDS, SimulatorConfig
+from .config import FAULT_KINDS, LIMITER_SHAPES, SimulatorConfig
 from .dataset import ChangeEvent, Dataset
-from .limits import FaultInjector, LatencyModel, TokenBucket
+from .limits import FaultInjector, LatencyModel, SlidingWindow, TokenBucket
 from .server import RunningSimulator, running_simulator, serve
 from .simulator import Simulator
 from .stats import RequestStats
@@ -32,6 +34,7 @@ from .webhooks import WEBHOOK_EVENTS, Subscription, WebhookDispatcher
 
 __all__ = [
     "FAULT_KINDS",
+    "LIMITER_SHAPES",
     "WEBHOOK_EVENTS",
     "ChangeEvent",
     "Dataset",
@@ -41,6 +44,7 @@ __all__ = [
     "RunningSimulator",
     "Simulator",
     "SimulatorConfig",
+    "SlidingWindow",
     "Subscription",
     "TokenBucket",
     "Truth",

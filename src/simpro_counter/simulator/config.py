@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 # Every fault the simulator knows how to inject; see limits.FaultInjector and gate.SimproGate.
 FAULT_KINDS: tuple[str, ...] = ("5xx", "drop", "slow", "truncated", "429")
+
+# How the build counts its rate limit (Simpro does not publish it): a token bucket that
+# allows a burst of `rate`, or at most `rate` requests in any sliding one-second window.
+LimiterShape = Literal["bucket", "sliding"]
+LIMITER_SHAPES: tuple[LimiterShape, ...] = get_args(LimiterShape)
 
 
 @dataclass(frozen=True)
@@ -17,6 +23,7 @@ class SimulatorConfig:
     customers: int = 400
     seed: int = 1
     rate: float = 10.0  # requests/second for the whole build; 0 = unlimited
+    limiter: LimiterShape = "bucket"  # how `rate` is counted; excess answers 429
     latency: float = 0.0  # mean seconds added to each Simpro API answer (jitter +-10%, seeded)
     fault_rate: float = 0.0  # probability that a Simpro API request gets a fault
     fault_kinds: tuple[str, ...] = FAULT_KINDS
@@ -40,6 +47,8 @@ class SimulatorConfig:
             raise ValueError("invoices need at least one customer")
         if self.rate < 0 or self.latency < 0 or self.slow_seconds < 0:
             raise ValueError("rate, latency and slow_seconds must be >= 0")
+        if self.limiter not in LIMITER_SHAPES:
+            raise ValueError(f"limiter must be one of {LIMITER_SHAPES}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError("fault_rate must be within [0, 1]")
         unknown = [kind for kind in self.fault_kinds if kind not in FAULT_KINDS]
