@@ -348,7 +348,9 @@ class SimproClient:
         self.stats.by_status[status] += 1
         if status == httpx.codes.TOO_MANY_REQUESTS:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            self.limiter.rate_limited(permit, retry_after)
+            # Every request waits out a Retry-After, not only this one's retry; stamina's
+            # testing mode turns retry waits off, and so this one.
+            self.limiter.rate_limited(permit, None if stamina.is_testing() else retry_after)
             raise TransientError(
                 "429 Too Many Requests (rate limited)", retry_after=retry_after, rate_limited=True
             )
