@@ -1,10 +1,11 @@
 """The client's rate limiter: never more than the limit in any one-second window.
 
 Simpro allows 10 requests per second per build and does not say how it measures that
-(token bucket, fixed or sliding window). The one schedule every such server accepts is a
-strict sliding window: at most N request starts in any window of a second, and no
-allowance on top of it. So the limiter keeps a log of the last starts and gives a request
-the earliest start that keeps every window within N (see :func:`earliest_start`).
+(token bucket, fixed or sliding window). A schedule that each of them accepts (a bucket
+of at least N tokens refilled at N/s, N per fixed or sliding second) is a strict sliding
+window: at most N request starts in any window of a second, and no allowance on top.
+So the limiter keeps a log of the last starts and gives a request the earliest start
+that keeps every window within N (see :func:`earliest_start`).
 
 - **Counted at send time**, with a `margin` added to the window: a server counts
   arrivals, which are our starts shifted by network and server delays, and two requests
@@ -20,9 +21,8 @@ the earliest start that keeps every window within N (see :func:`earliest_start`)
 
 Written here rather than taken from a library: aiolimiter (a leaky bucket) allows a burst
 on top of the rate; asyncio-throttle polls every few milliseconds and cannot take a fake
-clock; pyrate-limiter's sliding-window log is exact but holds a fixed list of rates and
-counts a start when it is granted, not when the waiter actually resumes. None can slow
-down on a 429 in flight, which is the point here.
+clock; pyrate-limiter's sliding-window log is exact but its rates are fixed when the
+limiter is built. None can slow down on a 429 in flight, which is the point here.
 """
 
 from __future__ import annotations
