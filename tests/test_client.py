@@ -14,7 +14,9 @@ from simpro_counter.errors import (
     SimproRequestError,
     SimproUnavailableError,
 )
+from simpro_counter.scan import scan_customers
 from simpro_counter.simpro import SimproClient
+from simpro_counter.simpro.limiter import Permit, RateLimiter
 from simpro_counter.simulator import RunningSimulator, Simulator, SimulatorConfig
 from tests.conftest import client_config
 from tests.transports import ConcurrencyProbe, StripHeaders
@@ -60,8 +62,51 @@ async def test_the_token_bucket_keeps_under_the_builds_rate_limit() -> None:
         elapsed = time.monotonic() - started
     assert len(records) == 1000
     assert client.stats.by_status.get(429, 0) == 0
-    # 34 requests at 20/s with a burst of 16 (0.8 s) cannot finish faster than (34 - 16) / 20 s.
+    # 34 requests at 20 in any second cannot finish faster than (34 - 16) / 20 s (nor 1 s).
     assert elapsed >= (34 - 16) / 20 * 0.9
+
+
+async def test_a_scan_draws_no_429_from_a_sliding_window_build() -> None:
+    """At most 20 requests in any second, counted on arrival: no burst allowance at all."""
+    simulator = Simulator(
+        SimulatorConfig(invoices=2000, customers=300, seed=3, rate=20, limiter="sliding")
+    )
+    config = client_config(rate_limit=20, page_size=50)
+    async with SimproClient(config, transport=simulator.transport()) as client:
+        report = await scan_customers(client)
+    assert report.count == simulator.truth().customers
+    assert report.requests > 2 * 20  # enough to fill more than two windows
+    assert client.stats.by_status.get(429, 0) == 0
+    assert client.limiter.rate == 20  # never slowed down
+
+
+async def test_a_ceiling_above_the_builds_limit_slows_down_after_429s() -> None:
+    """SIMPRO_RATE_LIMIT set four times too high: the 429s halve the rate, so only a few
+    requests are refused instead of three in four."""
+    simulator = Simulator(
+        SimulatorConfig(invoices=2000, customers=300, seed=3, rate=10, limiter="sliding")
+    )
+    config = client_config(rate_limit=40, page_size=50)
+    limiter = RatesAfter429(40)
+    async with SimproClient(config, transport=simulator.transport(), limiter=limiter) as client:
+        report = await scan_customers(client)
+    assert report.count == simulator.truth().customers
+    refused = client.stats.by_status[429]
+    assert 0 < refused < report.requests / 4  # without slowing down: about 60 of 100
+    assert min(limiter.rates) <= 10  # halved at least twice
+    assert limiter.rate > min(limiter.rates)  # and recovering by the end of the scan
+
+
+class RatesAfter429(RateLimiter):
+    """Records the rate after each 429."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(rate)
+        self.rates: list[float] = []
+
+    def rate_limited(self, permit: Permit, retry_after: float | None = None) -> None:
+        super().rate_limited(permit, retry_after)
+        self.rates.append(self.rate)
 
 
 async def test_429_without_retry_after_is_retried() -> None:

@@ -21,6 +21,7 @@ from simpro_counter.simulator import (
     FaultInjector,
     Simulator,
     SimulatorConfig,
+    SlidingWindow,
     TokenBucket,
 )
 
@@ -162,6 +163,56 @@ def test_token_bucket_refills_at_its_rate() -> None:
     assert [slow.try_acquire() for _ in range(2)] == [True, False]
     now[0] += 2
     assert slow.try_acquire()
+
+
+def test_sliding_window_allows_rate_in_any_second_and_no_burst() -> None:
+    now = [0.0]
+    window = SlidingWindow(3.0, clock=lambda: now[0])
+    assert [window.try_acquire() for _ in range(4)] == [True, True, True, False]
+    now[0] = 0.999
+    assert not window.try_acquire()  # the three of t=0 are still within the second
+    now[0] = 1.0
+    assert [window.try_acquire() for _ in range(4)] == [True, True, True, False]
+    # Spread out: one every 0.3 s passes three times, then the fourth is 0.9 s after the first.
+    now[0] = 5.0
+    passed = []
+    for step in range(5):
+        now[0] = 5.0 + step * 0.3
+        passed.append(window.try_acquire())
+    assert passed == [True, True, True, False, True]
+    assert all(SlidingWindow(0).try_acquire() for _ in range(100))
+    now[0] = 10.0
+    slow = SlidingWindow(0.5, clock=lambda: now[0])
+    assert [slow.try_acquire() for _ in range(2)] == [True, False]
+    now[0] = 11.9
+    assert not slow.try_acquire()
+    now[0] = 12.0
+    assert slow.try_acquire()
+
+
+def test_sliding_window_refuses_what_a_token_bucket_lets_through() -> None:
+    """After a full second's worth, the bucket has refilled a token; the window has not."""
+    now = [0.0]
+    bucket = TokenBucket(3.0, clock=lambda: now[0])
+    window = SlidingWindow(3.0, clock=lambda: now[0])
+    assert all(bucket.try_acquire() and window.try_acquire() for _ in range(3))
+    now[0] = 0.4
+    assert bucket.try_acquire()
+    assert not window.try_acquire()
+
+
+async def test_sliding_limiter_answers_429_without_retry_after() -> None:
+    sim = Simulator(small(rate=3.0, limiter="sliding"))
+    async with client_for(sim, headers=AUTH) as client:
+        statuses = [(await client.get(INVOICES)).status_code for _ in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]
+        limited = await client.get(INVOICES)
+        assert "Retry-After" not in limited.headers
+        assert limited.json() == {"errors": [{"message": "Rate limit exceeded"}]}
+    assert isinstance(sim.limiter, SlidingWindow)
+    assert isinstance(Simulator(small()).limiter, TokenBucket)  # the default shape
+    with pytest.raises(ValueError, match="limiter"):
+        small(limiter="leaky")
 
 
 async def test_latency_is_added_with_jitter() -> None:

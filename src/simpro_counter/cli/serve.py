@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from pydantic import SecretStr
@@ -29,6 +29,10 @@ def simulate(
     customers: Annotated[int, typer.Option(help="Customers in the dataset.")] = 600,
     seed: Annotated[int, typer.Option(help="Seed of the dataset and faults.")] = 1,
     rate: Annotated[float, typer.Option(help="Requests/second before 429 (0: none).")] = 10.0,
+    limiter: Annotated[
+        Literal["bucket", "sliding"],
+        typer.Option(help="How the rate is counted: a token bucket or a sliding second."),
+    ] = "bucket",
     latency: Annotated[float, typer.Option(help="Seconds added to every answer.")] = 0.0,
     fault_rate: Annotated[float, typer.Option(help="Share of requests that fail.")] = 0.0,
     api_key: Annotated[str, typer.Option(help="API key the simulator accepts.")] = "demo-key",
@@ -48,6 +52,7 @@ def simulate(
             customers=customers,
             seed=seed,
             rate=rate,
+            limiter=limiter,
             latency=latency,
             fault_rate=fault_rate,
             api_key=api_key,

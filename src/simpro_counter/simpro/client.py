@@ -1,7 +1,8 @@
 """Async client for Simpro list and record endpoints.
 
-Requests share one token bucket at the build's rate limit and a cap on requests in
-flight; each is retried on transient failures (see `retry.py`). Lists are paged
+Requests share one rate limiter at the build's limit (at most that many starts in any
+second, slowing down on a 429: see `limiter.py`) and a cap on requests in flight; each is
+retried on transient failures (see `retry.py`). Lists are paged
 concurrently once the first page reveals `Result-Pages`.
 """
 
@@ -17,7 +18,6 @@ from typing import Any, Self
 
 import httpx
 import stamina
-from aiolimiter import AsyncLimiter
 
 from simpro_counter.errors import (
     SimproAuthError,
@@ -27,6 +27,7 @@ from simpro_counter.errors import (
 )
 from simpro_counter.simpro.auth import ApiKeyAuth, ClientCredentialsAuth
 from simpro_counter.simpro.config import SimproConfig
+from simpro_counter.simpro.limiter import RateLimiter
 from simpro_counter.simpro.retry import (
     TransientError,
     backoff_for,
@@ -71,6 +72,7 @@ class SimproClient:
         config: SimproConfig,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.config = config
         self.stats = RequestStats()
@@ -90,10 +92,9 @@ class SimproClient:
             headers={"Accept": "application/json", "User-Agent": "simpro-counter"},
             limits=httpx.Limits(max_connections=config.max_in_flight),
         )
-        # The bucket holds 0.8 s of requests: a scan starts quickly, yet other integrations
-        # sharing the build's limit keep some headroom.
-        burst = max(1.0, config.rate_limit * 0.8)
-        self._limiter = AsyncLimiter(burst, burst / config.rate_limit)
+        # No burst on top of the limit, whatever the build's limiter: other integrations
+        # sharing the build's quota keep their share.
+        self.limiter = limiter or RateLimiter(config.rate_limit)
         self._in_flight = asyncio.Semaphore(config.max_in_flight)
 
     async def __aenter__(self) -> Self:
@@ -338,21 +339,24 @@ class SimproClient:
         headers: Mapping[str, str] | None,
     ) -> tuple[httpx.Response, Any]:
         async with self._in_flight:
-            await self._limiter.acquire()
+            permit = await self.limiter.acquire()
             self.stats.requests += 1
             response = await self._http.request(
                 method, path, params=params, json=json, headers=headers
             )
         status = response.status_code
         self.stats.by_status[status] += 1
+        if status == httpx.codes.TOO_MANY_REQUESTS:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            # Every request waits out a Retry-After, not only this one's retry; stamina's
+            # testing mode turns retry waits off, and so this one.
+            self.limiter.rate_limited(permit, None if stamina.is_testing() else retry_after)
+            raise TransientError(
+                "429 Too Many Requests (rate limited)", retry_after=retry_after, rate_limited=True
+            )
+        self.limiter.succeeded(permit)
         if status == httpx.codes.NOT_MODIFIED:
             return response, []
-        if status == httpx.codes.TOO_MANY_REQUESTS:
-            raise TransientError(
-                "429 Too Many Requests (rate limited)",
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                rate_limited=True,
-            )
         if status >= httpx.codes.INTERNAL_SERVER_ERROR:
             raise TransientError(f"{status} {response.reason_phrase}: {_simpro_message(response)}")
         if status in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):

@@ -14,7 +14,9 @@ Choices where Simpro's behaviour is unknown or ambiguous:
   `ID=between(...)`, `ID=in(...)`, ... are silently ignored) and one that ignores
   If-Modified-Since (config.ignore_if_modified_since: every record, 200). Off by default.
 - The rate limit and injected faults apply to /api/v1.0/ only; /oauth2/token gets
-  latency but is never limited or faulted; /__ endpoints get neither.
+  latency but is never limited or faulted; /__ endpoints get neither. The limit is a
+  token bucket (a burst of `rate`) or a sliding one-second window (config.limiter);
+  its 429 carries no Retry-After.
 - A "drop" fault sends headers and part of the body, then closes the connection
   (in-process: httpx.RemoteProtocolError); a "slow" one ends early if the client
   hangs up. The in-process transport honours the read timeout (httpx.ReadTimeout).
@@ -29,9 +31,9 @@ Choices where Simpro's behaviour is unknown or ambiguous:
   "InternalID" in a delivery's reference).
 """
 
-from .config import FAULT_KINDS, SimulatorConfig
+from .config import FAULT_KINDS, LIMITER_SHAPES, SimulatorConfig
 from .dataset import ChangeEvent, Dataset
-from .limits import FaultInjector, LatencyModel, TokenBucket
+from .limits import FaultInjector, LatencyModel, SlidingWindow, TokenBucket
 from .server import RunningSimulator, running_simulator, serve
 from .simulator import Simulator
 from .stats import RequestStats
@@ -41,6 +43,7 @@ from .webhook_dispatch import Subscription, WebhookDispatcher
 
 __all__ = [
     "FAULT_KINDS",
+    "LIMITER_SHAPES",
     "WEBHOOK_EVENTS",
     "ChangeEvent",
     "Dataset",
@@ -50,6 +53,7 @@ __all__ = [
     "RunningSimulator",
     "Simulator",
     "SimulatorConfig",
+    "SlidingWindow",
     "Subscription",
     "TokenBucket",
     "Truth",

@@ -13,6 +13,11 @@ FAULT_KINDS: tuple[str, ...] = ("5xx", "drop", "slow", "truncated", "429")
 # Which of an invoice's two numbers a webhook's reference.invoiceID holds (unverified).
 ReferenceId = Literal["ID", "InternalID"]
 
+# How the build counts its rate limit (Simpro does not publish it): a token bucket that
+# allows a burst of `rate`, or at most `rate` requests in any sliding one-second window.
+LimiterShape = Literal["bucket", "sliding"]
+LIMITER_SHAPES: tuple[LimiterShape, ...] = get_args(LimiterShape)
+
 
 @dataclass(frozen=True)
 class SimulatorConfig:
@@ -22,6 +27,7 @@ class SimulatorConfig:
     customers: int = 400
     seed: int = 1
     rate: float = 10.0  # requests/second for the whole build; 0 = unlimited
+    limiter: LimiterShape = "bucket"  # how `rate` is counted; excess answers 429
     latency: float = 0.0  # mean seconds added to each Simpro API answer (jitter +-10%, seeded)
     fault_rate: float = 0.0  # probability that a Simpro API request gets a fault
     fault_kinds: tuple[str, ...] = FAULT_KINDS
@@ -62,6 +68,8 @@ class SimulatorConfig:
             raise ValueError("invoices need at least one customer")
         if self.rate < 0 or self.latency < 0 or self.slow_seconds < 0:
             raise ValueError("rate, latency and slow_seconds must be >= 0")
+        if self.limiter not in LIMITER_SHAPES:
+            raise ValueError(f"limiter must be one of {LIMITER_SHAPES}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError("fault_rate must be within [0, 1]")
         unknown = [kind for kind in self.fault_kinds if kind not in FAULT_KINDS]

@@ -12,7 +12,7 @@ from email.utils import formatdate
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import UNAUTHORIZED_BODY, Authenticator
-from .limits import FaultInjector, LatencyModel, TokenBucket
+from .limits import FaultInjector, LatencyModel, RateLimit
 from .stats import DROPPED, RequestStats
 
 API_PREFIX = "/api/v1.0/"
@@ -41,7 +41,7 @@ class ConnectionDroppedError(Exception):
 class GateParts:
     stats: RequestStats
     hooks: list[Callable[[int], None]]
-    limiter: TokenBucket
+    limiter: RateLimit
     latency: LatencyModel
     faults: FaultInjector
     authenticator: Authenticator

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
-from .config import FAULT_KINDS
+from .config import FAULT_KINDS, LimiterShape
+
+
+class RateLimit(Protocol):
+    """The build's limit on Simpro API requests, shared by every client of the build."""
+
+    rate: float
+
+    def try_acquire(self) -> bool:
+        """Whether a request arriving now may pass (False: answer 429)."""
+        ...
 
 
 class TokenBucket:
-    """Simpro's per-build limit: `rate` tokens, refilled at `rate` per second.
+    """A token bucket: `rate` tokens, refilled at `rate` per second; a burst of `rate`.
 
-    Shared by every client of the build, like the real limit. rate 0 = unlimited.
+    rate 0 = unlimited.
     """
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -34,6 +46,43 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+class SlidingWindow:
+    """At most `rate` requests in any sliding one-second window; no burst beyond it.
+
+    Counted on arrival, like a server's sliding-window log: a request passes when fewer
+    than the limit passed in the second before it. Refused requests are not counted. Below
+    1 req/s the window widens so that one request passes per 1/rate seconds. rate 0 =
+    unlimited.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._limit = max(1, math.floor(rate))
+        self._seconds = max(1.0, 1.0 / rate) if rate > 0 else 1.0
+        self._clock = clock
+        self._passed: deque[float] = deque()
+
+    def try_acquire(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = self._clock()
+        while self._passed and self._passed[0] <= now - self._seconds:
+            self._passed.popleft()
+        if len(self._passed) >= self._limit:
+            return False
+        self._passed.append(now)
+        return True
+
+
+def rate_limit(
+    shape: LimiterShape, rate: float, clock: Callable[[], float] = time.monotonic
+) -> RateLimit:
+    """The build's limiter of the given shape (see SimulatorConfig.limiter)."""
+    if shape == "sliding":
+        return SlidingWindow(rate, clock)
+    return TokenBucket(rate, clock)
 
 
 class LatencyModel:

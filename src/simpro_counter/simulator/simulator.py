@@ -14,7 +14,7 @@ from .app import build_app
 from .auth import Authenticator, Credentials
 from .config import SimulatorConfig
 from .dataset import Dataset
-from .limits import FaultInjector, LatencyModel, TokenBucket
+from .limits import FaultInjector, LatencyModel, rate_limit
 from .stats import RequestStats
 from .transport import SimulatorTransport
 from .truth import Truth
@@ -52,7 +52,7 @@ class Simulator:
         self.faults = FaultInjector(config.fault_rate, config.fault_kinds, config.seed)
         self.stats = RequestStats()
         self.hooks: list[Callable[[int], None]] = []
-        self.limiter = TokenBucket(config.rate)
+        self.limiter = rate_limit(config.limiter, config.rate)
         self.latency = LatencyModel(config.latency, config.seed)
         self.auth = Authenticator(
             Credentials(
