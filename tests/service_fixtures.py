@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,17 +45,25 @@ def service_settings(redis_url: str | None, **overrides: Any) -> Settings:
 
 
 def webhook_simulator(
-    redis_url: str, *, invoices: int, customers: int, seed: int, **overrides: Any
+    redis_url: str,
+    *,
+    invoices: int,
+    customers: int,
+    seed: int,
+    build: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> tuple[Simulator, LateASGITransport, Settings]:
     """A simulator that delivers signed webhooks to a service in-process, and its settings.
 
     Deliveries go through the returned transport: set its `app` to the running app.
+    `build` holds further `SimulatorConfig` options; `overrides` are the service's settings.
     """
     late = LateASGITransport()
     simulator = Simulator(
         SimulatorConfig(
             invoices=invoices, customers=customers, seed=seed, rate=0,
             webhook_url="http://service/api/simpro/webhooks", webhook_secret=WEBHOOK_SECRET,
+            **(build or {}),
         ),
         webhook_transport=late,
     )  # fmt: skip

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
 from simpro_counter.simulator import Simulator, SimulatorConfig
 from tests.service_fixtures import (
@@ -114,3 +115,50 @@ async def test_a_delivery_taken_by_a_stopped_replica_is_applied_by_another(
         app.state.runtime.webhooks.start()  # this replica goes on; the other never comes back
         after = await _count_becomes(client, before["count"] + 1)
     assert after["count"] == simulator.truth().customers
+
+
+@pytest.mark.parametrize("sends_updated", [False, True], ids=["stage-event-only", "with-updated"])
+async def test_stage_changes_the_build_sends_move_invoices_in_and_out_of_invoice_stages(
+    redis_url: str, sends_updated: bool
+) -> None:
+    """The simulator's own stage events (with or without an `invoice.updated` beside them:
+    unverified which Simpro sends) keep `INVOICE_STAGES=Approved` counts exact."""
+    simulator, late, settings = webhook_simulator(
+        redis_url,
+        invoices=400,
+        customers=150,
+        seed=33,
+        build={"stage_change_sends_updated": sends_updated},
+        invoice_stages="Approved",
+    )
+    dataset = simulator.dataset
+
+    def approved() -> int:
+        return sum(dataset.invoice(i).stage == "Approved" for i in dataset.invoice_ids())
+
+    async def invoices_become(expected: int) -> None:
+        for _ in range(200):
+            body = (await client.get("/api/simpro/invoices")).json()
+            if body["count"] == expected:
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"invoices {body['count']} never became {expected}")
+
+    async with running_app(settings, simulator.transport()) as (app, client):
+        late.app = app
+        await wait_for_count(client)
+        await invoices_become(approved())
+        moved = [i for i in dataset.invoice_ids() if dataset.invoice(i).stage == "Approved"][:3]
+        for invoice in moved:
+            dataset.update_invoice(invoice, stage="Pending")
+        await simulator.webhooks.flush()
+        await invoices_become(approved())
+        dataset.update_invoice(moved[0], stage="Approved")
+        await simulator.webhooks.flush()
+        await invoices_become(approved())
+
+    events = [entry["event"] for entry in simulator.webhook_log]
+    assert events.count("invoice.stage.pending") == 3
+    assert events.count("invoice.stage.approved") == 1
+    assert ("invoice.updated" in events) is sends_updated
+    assert all(entry["ok"] for entry in simulator.webhook_log)

@@ -110,7 +110,8 @@ def _applied(app: FastAPI) -> int:
 def _set_stage(simulator: Simulator, invoice_id: int, stage: str) -> None:
     """Move an invoice to `stage` in the simulated build, without a webhook of its own.
 
-    The data set has no stage mutation yet; this test sends the stage event itself.
+    The test sends the stage event itself, to control its shape; the simulator's own stage
+    events are exercised in `test_webhooks_live.py`.
     """
     dataset = simulator.dataset
     with dataset.lock:
