@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 
 import redis.asyncio as aioredis
@@ -27,10 +28,16 @@ from simpro_counter.keys import (
 from simpro_counter.metrics.invoices import InvoiceEntry
 from simpro_counter.store.circuit import describe
 from simpro_counter.store.ledger.encoding import (
+    BUCKET_SIZE,
     DELETED,
     DELETED_MARK,
+    SHORT_VALUE_BYTES,
     Deleted,
-    encode_days,
+    bucket_of,
+    day_number,
+    day_of,
+    decode_entry,
+    encode_customer,
     encode_entry,
 )
 from simpro_counter.store.ledger.results import (
@@ -42,6 +49,7 @@ from simpro_counter.store.ledger.results import (
 )
 from simpro_counter.store.ledger.scripts import APPLY, SWAP, apply_keys, swap_keys
 
+# Fields per HSET of the long customers and first days (the buckets take one HSET each).
 _FIELDS_PER_COMMAND = 1_000
 
 
@@ -86,6 +94,7 @@ class InvoiceLedgerStore:
     async def apply(self, invoice_id: int, entry: InvoiceEntry | Deleted) -> LedgerChange:
         """Record what `invoice_id` counts for now (`DELETED`: it is gone, or the invoice
         filter leaves it out). Atomic; a no-op when nothing changes."""
+        bucket_of(invoice_id)  # a negative ID is refused before anything is written
         new = DELETED_MARK if entry is DELETED else encode_entry(entry)
         with _translated(f"apply invoice {int(invoice_id)}"):
             reply = await self._apply(
@@ -119,11 +128,11 @@ class InvoiceLedgerStore:
         k = self.keys
         with _translated("read the first days of its customers"):
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(k.first_days)
+                pipe.hgetall(k.first_day_numbers)
                 pipe.mget([k.customers, k.version])
                 days, (customers, version) = await pipe.execute()
         return FirstDays(
-            {date.fromisoformat(day): int(n) for day, n in days.items()},
+            {day_of(int(day)): int(n) for day, n in days.items()},
             int(customers or 0),
             int(version or 0),
         )
@@ -156,8 +165,10 @@ class InvoiceLedgerStore:
         token = secrets.token_hex(8)
         building = self.keys.building(token)
         with _translated("rebuild from a full scan"):
+            built: _Built | None = None
             try:
-                totals = await self._write_building(building, entries)
+                built = await self._write_building(building, entries)
+                totals = built.counts
                 reply = await self._swap(
                     keys=swap_keys(self.keys, building),
                     args=[
@@ -170,7 +181,8 @@ class InvoiceLedgerStore:
                 )
             finally:
                 # Gone after a successful swap (renamed); removes the leftovers otherwise.
-                await self.client.delete(*building.all())
+                if built is not None:
+                    await self._delete_building(building, built)
         if reply[0] == "gap":
             raise LedgerJournalGapError(
                 f"The ledger journal starts at version {reply[1]}, after {journal_from}: "
@@ -180,18 +192,32 @@ class InvoiceLedgerStore:
         _, *counts, replayed = reply
         return LedgerRebuild(LedgerCounts.parse(counts), int(replayed))
 
+    async def entries(self) -> AsyncIterator[tuple[int, InvoiceEntry]]:
+        """Every invoice counted and its entry, one bucket (100 invoices) per command.
+
+        For checks and benchmarks, never a hot path: it reads the whole ledger, and a
+        bucket removed or written meanwhile may be missed or read in its new state.
+        """
+        with _translated("list its buckets"):
+            buckets = await self.client.smembers(self.keys.entry_buckets)
+        for bucket in sorted(int(b) for b in buckets):
+            key = f"{self.keys.entry_bucket}:{bucket}"
+            with _translated("read its invoices"):
+                fields = await self.client.hgetall(key)
+            for field, text in sorted((int(f), t) for f, t in fields.items()):
+                yield bucket * BUCKET_SIZE + field, decode_entry(str(text))
+
     async def _write_building(
         self, building: LedgerBuildingKeys, entries: Iterable[tuple[int, InvoiceEntry]]
-    ) -> LedgerCounts:
-        """Fill the temporary hashes: many fields per HSET, many HSETs per round trip."""
-        await self.client.delete(*building.all())
+    ) -> _Built:
+        """Fill the temporary keys: a bucket per HSET, many HSETs per round trip."""
         per_customer: Counter[int] = Counter()
         days_of: dict[int, Counter[date]] = {}
+        invoice_buckets: dict[int, dict[FieldT, EncodableT]] = {}
         invoices = cents = 0
-        chunks: list[dict[FieldT, EncodableT]] = []
-        chunk: dict[FieldT, EncodableT] = {}
         for invoice_id, entry in entries:
-            chunk[str(int(invoice_id))] = encode_entry(entry)
+            bucket, field = bucket_of(invoice_id)
+            invoice_buckets.setdefault(bucket, {})[field] = encode_entry(entry)
             invoices += 1
             customer, amount, issued = entry
             cents += amount
@@ -199,19 +225,51 @@ class InvoiceLedgerStore:
                 per_customer[customer] += 1
                 if issued is not None:
                     days_of.setdefault(customer, Counter())[issued] += 1
-            if len(chunk) == _FIELDS_PER_COMMAND:
-                chunks.append(chunk)
-                chunk = {}
-        chunks.append(chunk)
-        await self._write_hash(building.invoice_entries, chunks)
-        await self._write_hash(building.customer_invoices, _chunked(per_customer.items()))
-        await self._write_hash(
-            building.customer_days,
-            _chunked((customer, encode_days(days)) for customer, days in days_of.items()),
+        customer_buckets: dict[int, dict[FieldT, EncodableT]] = {}
+        long: list[tuple[object, object]] = []
+        for customer, n in per_customer.items():
+            value = encode_customer(n, days_of.get(customer, Counter()))
+            if len(value) <= SHORT_VALUE_BYTES:
+                bucket, field = bucket_of(customer)
+                customer_buckets.setdefault(bucket, {})[field] = value
+            else:
+                long.append((customer, value))
+        built = _Built(
+            counts=LedgerCounts(len(per_customer), invoices, cents, 0),
+            entry_buckets=tuple(sorted(invoice_buckets)),
+            customer_buckets=tuple(sorted(customer_buckets)),
         )
-        first_days = Counter(min(days).isoformat() for days in days_of.values())
-        await self._write_hash(building.first_days, _chunked(first_days.items()))
-        return LedgerCounts(len(per_customer), invoices, cents, 0)
+        await self._delete_building(building, built)
+        await self._write_buckets(building.entry_bucket, invoice_buckets)
+        await self._write_buckets(building.customer_bucket, customer_buckets)
+        await self._write_hash(building.customer_long, _chunked(long))
+        first_days = Counter(day_number(min(days)) for days in days_of.values())
+        await self._write_hash(building.first_day_numbers, _chunked(first_days.items()))
+        for index, buckets in (
+            (building.entry_buckets, built.entry_buckets),
+            (building.customer_buckets, built.customer_buckets),
+        ):
+            await self._write_set(index, buckets)
+        return built
+
+    async def _write_buckets(self, stem: str, buckets: dict[int, dict[FieldT, EncodableT]]) -> None:
+        """One HSET and one EXPIRE per bucket, `batch_size` fields per round trip."""
+        per_batch = max(1, self.batch_size // BUCKET_SIZE)
+        numbers = sorted(buckets)
+        for start in range(0, len(numbers), per_batch):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for bucket in numbers[start : start + per_batch]:
+                    key = f"{stem}:{bucket}"
+                    pipe.hset(key, mapping=buckets[bucket])
+                    pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
+                await pipe.execute()
+
+    async def _write_set(self, key: str, members: tuple[int, ...]) -> None:
+        for start in range(0, len(members), _FIELDS_PER_COMMAND):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.sadd(key, *members[start : start + _FIELDS_PER_COMMAND])
+                pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
+                await pipe.execute()
 
     async def _write_hash(self, key: str, chunks: list[dict[FieldT, EncodableT]]) -> None:
         commands_per_batch = max(1, self.batch_size // _FIELDS_PER_COMMAND)
@@ -222,6 +280,25 @@ class InvoiceLedgerStore:
                     pipe.hset(key, mapping=chunk)
                 pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
                 await pipe.execute()
+
+    async def _delete_building(self, building: LedgerBuildingKeys, built: _Built) -> None:
+        """Remove the rebuild's temporary keys (gone already after a successful swap)."""
+        keys = [
+            *building.singles(),
+            *(f"{building.entry_bucket}:{b}" for b in built.entry_buckets),
+            *(f"{building.customer_bucket}:{b}" for b in built.customer_buckets),
+        ]
+        for start in range(0, len(keys), _FIELDS_PER_COMMAND):
+            await self.client.unlink(*keys[start : start + _FIELDS_PER_COMMAND])
+
+
+@dataclass(frozen=True)
+class _Built:
+    """What a rebuild wrote into its temporary keys."""
+
+    counts: LedgerCounts
+    entry_buckets: tuple[int, ...]
+    customer_buckets: tuple[int, ...]
 
 
 def _chunked(items: Iterable[tuple[object, object]]) -> list[dict[FieldT, EncodableT]]:
