@@ -120,23 +120,38 @@ local function day_item(day, n)
     return day .. '=' .. n
 end
 
--- The sorted list `days` with `delta` (1 or -1) invoices more on `day` (a number).
+-- The sorted list `days` with `delta` (1 or -1) invoices more on `day` (a number). Only
+-- the item that changes is rewritten; the rest is copied as it is, and a new latest day
+-- (the usual new invoice) is appended without a search.
 local function count_day(days, day, delta)
-    local out, found = {}, false
-    for item in string.gmatch(days, '[^,]+') do
-        local d, n = string.match(item, '^(%-?%d+)=?(%d*)$')
-        d, n = tonumber(d), tonumber(n) or 1
-        if d == day then
-            found = true
-            n = n + delta
-        elseif not found and delta > 0 and d > day then
-            out[#out + 1] = day_item(day, 1)
-            found = true
-        end
-        if n > 0 then out[#out + 1] = day_item(d, n) end
+    if days == '' then
+        if delta > 0 then return day_item(day, 1) end
+        return days
     end
-    if not found and delta > 0 then out[#out + 1] = day_item(day, 1) end
-    return table.concat(out, ',')
+    local i = #days  -- the last item starts after the last comma (44)
+    while i > 0 and string.byte(days, i) ~= 44 do i = i - 1 end
+    local last = tonumber(string.match(days, '^%-?%d+', i + 1))
+    if day > last then
+        if delta > 0 then return days .. ',' .. day_item(day, 1) end
+        return days
+    end
+    for start, d, n in string.gmatch(days, '()(%-?%d+)=?(%d*)') do
+        d = tonumber(d)
+        if d >= day then
+            local before = string.sub(days, 1, start - 1)  -- '' or ends with ','
+            if d > day then  -- not in the list
+                if delta < 0 then return days end
+                return before .. day_item(day, 1) .. ',' .. string.sub(days, start)
+            end
+            local comma = string.find(days, ',', start, true)
+            local after = comma and string.sub(days, comma) or ''  -- '' or starts with ','
+            n = (tonumber(n) or 1) + delta
+            if n > 0 then return before .. day_item(d, n) .. after end
+            if before == '' then return string.sub(after, 2) end
+            return string.sub(before, 1, -2) .. after
+        end
+    end
+    return days
 end
 
 -- Add `delta` (1 or -1) invoices of `customer` dated `day` ('' when undated).
