@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from datetime import date
 
+from simpro_counter.keys import slot_id
 from simpro_counter.metrics.invoices import InvoiceEntry
-from simpro_counter.store.ledger import BUCKET_SIZE, InvoiceLedgerStore, decode_customer
+from simpro_counter.store.ledger import InvoiceLedgerStore, decode_customer
 
 
 async def read_entries(ledger: InvoiceLedgerStore) -> dict[int, InvoiceEntry]:
@@ -28,9 +29,9 @@ async def read_customer_values(ledger: InvoiceLedgerStore) -> dict[int, str]:
     customer found in both places fails the check."""
     k = ledger.keys
     values: dict[int, str] = {}
-    for bucket in sorted(int(b) for b in await ledger.client.smembers(k.customer_buckets)):
+    for bucket in sorted(str(b) for b in await ledger.client.smembers(k.customer_buckets)):
         for field, value in (await ledger.client.hgetall(f"{k.customer_bucket}:{bucket}")).items():
-            values[bucket * BUCKET_SIZE + int(field)] = str(value)
+            values[slot_id(bucket, str(field))] = str(value)
     for customer, value in (await ledger.client.hgetall(k.customer_long)).items():
         assert int(customer) not in values, f"customer {int(customer)} is kept twice"
         values[int(customer)] = str(value)

@@ -36,6 +36,27 @@ class MetricKeys:
     """JSON: last refresh started/finished, last error."""
 
 
+def bucket_slot(identifier: int) -> tuple[str, str]:
+    """(bucket, field) of an invoice or customer ID in the ledger's hashes of 100.
+
+    Split on the decimal digits, as the Lua scripts split the ID's string: the bucket is
+    the ID without its last two digits ("0" for an ID of one or two characters), the
+    field those two digits without a leading zero. 123456 -> ("1234", "56"), 1207 ->
+    ("12", "7"), 7 -> ("0", "7"); a negative ID keeps its sign in the bucket
+    (-1234 -> ("-12", "34"), -5 -> ("0", "-5")), so every integer has its own slot.
+    """
+    text = str(int(identifier))
+    if len(text) <= 2:
+        return "0", text
+    bucket, field = text[:-2], text[-2:]
+    return bucket, field[1:] if field[0] == "0" else field
+
+
+def slot_id(bucket: str, field: str) -> int:
+    """The ID `bucket_slot` put at (bucket, field)."""
+    return int(field) if bucket == "0" else int(bucket + field.zfill(2))
+
+
 @dataclass(frozen=True)
 class LedgerBuildingKeys:
     """Temporary keys a ledger rebuild fills before swapping them over the live ones
@@ -88,8 +109,8 @@ class LedgerKeys:
     """The invoice ledger: the exact, incrementally maintained state of the invoice metrics.
 
     Format 3 (`store.ledger.encoding`): invoices and customers live in small hashes of
-    100 fields (`<stem>:<id // 100>`, field `id % 100`), which Redis keeps in its
-    compact ziplist/listpack encoding; the stems below are not keys themselves.
+    100 fields (`<stem>:<bucket>`, `bucket_slot`), which Redis keeps in its compact
+    ziplist/listpack encoding; the stems below are not keys themselves.
     """
 
     customers: str
@@ -103,11 +124,11 @@ class LedgerKeys:
     journal: str
     """Capped list of `version:invoice:entry` changes, replayed after a rebuild."""
     entry_bucket: str
-    """Stem of the invoice hashes: `<stem>:<invoiceID // 100>`, field `invoiceID % 100` ->
-    `customerID|cents|day number`."""
+    """Stem of the invoice hashes: `<stem>:<bucket>`, field (`bucket_slot` of the invoice
+    ID) -> `customerID|cents|day number`."""
     customer_bucket: str
-    """Stem of the customer hashes: `<stem>:<customerID // 100>`, field `customerID % 100`
-    -> `n|days`: its number of invoices and the day numbers of its dated ones."""
+    """Stem of the customer hashes, bucketed the same way -> `n|days`: its number of
+    invoices and the day numbers of its dated ones."""
     customer_long: str
     """Hash customerID -> `n|days` for the few customers whose days do not fit a bucket."""
     first_day_numbers: str
@@ -121,7 +142,7 @@ class LedgerKeys:
 
     def entry_bucket_of(self, invoice_id: int) -> str:
         """The key of the hash that holds `invoice_id`'s entry."""
-        return f"{self.entry_bucket}:{int(invoice_id) // 100}"
+        return f"{self.entry_bucket}:{bucket_slot(invoice_id)[0]}"
 
     @property
     def retired(self) -> RetiredLedgerKeys:

@@ -6,10 +6,11 @@ keeps while a hash has at most `hash-max-ziplist-entries` fields (default 128) a
 value longer than `hash-max-ziplist-value` (default 64 bytes). Nothing here depends on
 raising them:
 
-- invoices go in buckets of `BUCKET_SIZE` (100): invoice `i` is field `i % 100` of hash
-  `<stem>:<i // 100>` (split on decimal digits, so the Lua scripts compute it exactly
-  from the ID's string), value `customerID|cents|day` (customer "" for an invoice without
-  customer, day "" when Simpro sent none) — at most 48 bytes;
+- invoices go in buckets of `BUCKET_SIZE` (100): invoice 123456 is field `56` of hash
+  `<stem>:1234` (`keys.bucket_slot`: split on the decimal digits, so the Lua scripts
+  compute it exactly from the ID's string, whatever its size), value
+  `customerID|cents|day` (customer "" for an invoice without customer, day "" when
+  Simpro sent none) — at most 48 bytes;
 - a day is its number of days since 1970-01-01 (`19723`, not `2024-01-01`);
 - each customer is one value, bucketed like invoices: `n|days`, its number of invoices
   and the days of its dated ones, sorted, comma-joined, `day` for one invoice and
@@ -72,25 +73,15 @@ def day_of(number: int) -> date:
     return date.fromordinal(number + _EPOCH_ORDINAL)
 
 
-def bucket_of(identifier: int) -> tuple[int, int]:
-    """(bucket, field) of an invoice or customer ID."""
-    if identifier < 0:
-        raise ValueError(f"ID {identifier} is negative: the ledger keeps Simpro's IDs (>= 0)")
-    return divmod(identifier, BUCKET_SIZE)
-
-
 def encode_entry(entry: InvoiceEntry) -> str:
     """`customerID|cents|day`, customer and day empty when unknown.
 
-    Raises ValueError for an amount a Redis counter could not hold or a negative customer
-    ID, before anything is written (a Lua script failing half-way would leave the counts
-    inconsistent).
+    Raises ValueError for an amount a Redis counter could not hold, before anything is
+    written (a Lua script failing half-way would leave the counts inconsistent).
     """
     customer, cents, issued = entry
     if not -_MAX_CENTS < cents < _MAX_CENTS:
         raise ValueError(f"{cents} cents is beyond what the ledger can add up exactly")
-    if customer is not None:
-        bucket_of(customer)
     return (
         f"{'' if customer is None else int(customer)}|{int(cents)}|"
         f"{'' if issued is None else day_number(issued)}"

@@ -301,11 +301,11 @@ redis.call('SET', live.invoices, invoices)
 redis.call('SET', live.revenue_cents, revenue_cents)
 local replayed = 0
 for _, entry in ipairs(entries) do
-    local inv, new = string.match(entry, '^%d+:(%d+):(.*)$')
+    local inv, new = string.match(entry, '^%d+:(%-?%d+):(.*)$')
     -- Skips the rebuild marker and entries of another format (format 1's customer alone,
     -- format 2's ISO dates, left in the journal by an earlier version): failing here
     -- would leave the swap half done.
-    if inv and (new == 'd' or string.match(new, '^%d*|%-?%d+|%-?%d*$')) then
+    if inv and (new == 'd' or string.match(new, '^%-?%d*|%-?%d+|%-?%d*$')) then
         change(inv, new)
         replayed = replayed + 1
     end

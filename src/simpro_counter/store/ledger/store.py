@@ -24,6 +24,8 @@ from simpro_counter.keys import (
     LEDGER_JOURNAL_LENGTH,
     Keys,
     LedgerBuildingKeys,
+    bucket_slot,
+    slot_id,
 )
 from simpro_counter.metrics.invoices import InvoiceEntry
 from simpro_counter.store.circuit import describe
@@ -33,7 +35,6 @@ from simpro_counter.store.ledger.encoding import (
     DELETED_MARK,
     SHORT_VALUE_BYTES,
     Deleted,
-    bucket_of,
     day_number,
     day_of,
     decode_entry,
@@ -94,7 +95,6 @@ class InvoiceLedgerStore:
     async def apply(self, invoice_id: int, entry: InvoiceEntry | Deleted) -> LedgerChange:
         """Record what `invoice_id` counts for now (`DELETED`: it is gone, or the invoice
         filter leaves it out). Atomic; a no-op when nothing changes."""
-        bucket_of(invoice_id)  # a negative ID is refused before anything is written
         new = DELETED_MARK if entry is DELETED else encode_entry(entry)
         with _translated(f"apply invoice {int(invoice_id)}"):
             reply = await self._apply(
@@ -200,12 +200,12 @@ class InvoiceLedgerStore:
         """
         with _translated("list its buckets"):
             buckets = await self.client.smembers(self.keys.entry_buckets)
-        for bucket in sorted(int(b) for b in buckets):
+        for bucket in sorted(str(b) for b in buckets):
             key = f"{self.keys.entry_bucket}:{bucket}"
             with _translated("read its invoices"):
                 fields = await self.client.hgetall(key)
-            for field, text in sorted((int(f), t) for f, t in fields.items()):
-                yield bucket * BUCKET_SIZE + field, decode_entry(str(text))
+            for field, text in fields.items():
+                yield slot_id(bucket, str(field)), decode_entry(str(text))
 
     async def _write_building(
         self, building: LedgerBuildingKeys, entries: Iterable[tuple[int, InvoiceEntry]]
@@ -213,10 +213,10 @@ class InvoiceLedgerStore:
         """Fill the temporary keys: a bucket per HSET, many HSETs per round trip."""
         per_customer: Counter[int] = Counter()
         days_of: dict[int, Counter[date]] = {}
-        invoice_buckets: dict[int, dict[FieldT, EncodableT]] = {}
+        invoice_buckets: dict[str, dict[FieldT, EncodableT]] = {}
         invoices = cents = 0
         for invoice_id, entry in entries:
-            bucket, field = bucket_of(invoice_id)
+            bucket, field = bucket_slot(invoice_id)
             invoice_buckets.setdefault(bucket, {})[field] = encode_entry(entry)
             invoices += 1
             customer, amount, issued = entry
@@ -225,12 +225,12 @@ class InvoiceLedgerStore:
                 per_customer[customer] += 1
                 if issued is not None:
                     days_of.setdefault(customer, Counter())[issued] += 1
-        customer_buckets: dict[int, dict[FieldT, EncodableT]] = {}
+        customer_buckets: dict[str, dict[FieldT, EncodableT]] = {}
         long: list[tuple[object, object]] = []
         for customer, n in per_customer.items():
             value = encode_customer(n, days_of.get(customer, Counter()))
             if len(value) <= SHORT_VALUE_BYTES:
-                bucket, field = bucket_of(customer)
+                bucket, field = bucket_slot(customer)
                 customer_buckets.setdefault(bucket, {})[field] = value
             else:
                 long.append((customer, value))
@@ -252,7 +252,7 @@ class InvoiceLedgerStore:
             await self._write_set(index, buckets)
         return built
 
-    async def _write_buckets(self, stem: str, buckets: dict[int, dict[FieldT, EncodableT]]) -> None:
+    async def _write_buckets(self, stem: str, buckets: dict[str, dict[FieldT, EncodableT]]) -> None:
         """One HSET and one EXPIRE per bucket, `batch_size` fields per round trip."""
         per_batch = max(1, self.batch_size // BUCKET_SIZE)
         numbers = sorted(buckets)
@@ -264,7 +264,7 @@ class InvoiceLedgerStore:
                     pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
                 await pipe.execute()
 
-    async def _write_set(self, key: str, members: tuple[int, ...]) -> None:
+    async def _write_set(self, key: str, members: tuple[str, ...]) -> None:
         for start in range(0, len(members), _FIELDS_PER_COMMAND):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.sadd(key, *members[start : start + _FIELDS_PER_COMMAND])
@@ -297,8 +297,8 @@ class _Built:
     """What a rebuild wrote into its temporary keys."""
 
     counts: LedgerCounts
-    entry_buckets: tuple[int, ...]
-    customer_buckets: tuple[int, ...]
+    entry_buckets: tuple[str, ...]
+    customer_buckets: tuple[str, ...]
 
 
 def _chunked(items: Iterable[tuple[object, object]]) -> list[dict[FieldT, EncodableT]]:
