@@ -657,6 +657,7 @@ async def test_an_amount_no_counter_can_hold_is_refused_before_anything_is_writt
     with pytest.raises(ValueError, match="beyond what the ledger can add up exactly"):
         await ledger.rebuild([(1, (5, 100, None)), (2, (6, -(2**63), None))])
     assert await ledger.counts() == before
+    assert await redis_client.keys("*building*") == []  # refused before any temporary key
     assert (await ledger.apply(2, (6, 7, None))).outcome == "created"  # nothing was left half-done
 
 

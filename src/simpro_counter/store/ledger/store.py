@@ -8,11 +8,8 @@ place that maps them, so callers catch `StoreError` only.
 from __future__ import annotations
 
 import secrets
-from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -24,7 +21,6 @@ from simpro_counter.keys import (
     LEDGER_JOURNAL_LENGTH,
     Keys,
     LedgerBuildingKeys,
-    bucket_slot,
     slot_id,
 )
 from simpro_counter.metrics.invoices import InvoiceEntry
@@ -33,14 +29,12 @@ from simpro_counter.store.ledger.encoding import (
     BUCKET_SIZE,
     DELETED,
     DELETED_MARK,
-    SHORT_VALUE_BYTES,
     Deleted,
-    day_number,
     day_of,
     decode_entry,
-    encode_customer,
     encode_entry,
 )
+from simpro_counter.store.ledger.plan import Bucket, RebuildPlan, plan_rebuild
 from simpro_counter.store.ledger.results import (
     OUTCOMES,
     FirstDays,
@@ -164,11 +158,11 @@ class InvoiceLedgerStore:
         """
         token = secrets.token_hex(8)
         building = self.keys.building(token)
+        plan = plan_rebuild(entries)  # a bad entry raises here, before any write
         with _translated("rebuild from a full scan"):
-            built: _Built | None = None
             try:
-                built = await self._write_building(building, entries)
-                totals = built.counts
+                await self._write_building(building, plan)
+                totals = plan.counts
                 reply = await self._swap(
                     keys=swap_keys(self.keys, building),
                     args=[
@@ -181,8 +175,7 @@ class InvoiceLedgerStore:
                 )
             finally:
                 # Gone after a successful swap (renamed); removes the leftovers otherwise.
-                if built is not None:
-                    await self._delete_building(building, built)
+                await self._delete_building(building, plan)
         if reply[0] == "gap":
             raise LedgerJournalGapError(
                 f"The ledger journal starts at version {reply[1]}, after {journal_from}: "
@@ -207,52 +200,17 @@ class InvoiceLedgerStore:
             for field, text in fields.items():
                 yield slot_id(bucket, str(field)), decode_entry(str(text))
 
-    async def _write_building(
-        self, building: LedgerBuildingKeys, entries: Iterable[tuple[int, InvoiceEntry]]
-    ) -> _Built:
+    async def _write_building(self, building: LedgerBuildingKeys, plan: RebuildPlan) -> None:
         """Fill the temporary keys: a bucket per HSET, many HSETs per round trip."""
-        per_customer: Counter[int] = Counter()
-        days_of: dict[int, Counter[date]] = {}
-        invoice_buckets: dict[str, dict[FieldT, EncodableT]] = {}
-        invoices = cents = 0
-        for invoice_id, entry in entries:
-            bucket, field = bucket_slot(invoice_id)
-            invoice_buckets.setdefault(bucket, {})[field] = encode_entry(entry)
-            invoices += 1
-            customer, amount, issued = entry
-            cents += amount
-            if customer is not None:
-                per_customer[customer] += 1
-                if issued is not None:
-                    days_of.setdefault(customer, Counter())[issued] += 1
-        customer_buckets: dict[str, dict[FieldT, EncodableT]] = {}
-        long: list[tuple[object, object]] = []
-        for customer, n in per_customer.items():
-            value = encode_customer(n, days_of.get(customer, Counter()))
-            if len(value) <= SHORT_VALUE_BYTES:
-                bucket, field = bucket_slot(customer)
-                customer_buckets.setdefault(bucket, {})[field] = value
-            else:
-                long.append((customer, value))
-        built = _Built(
-            counts=LedgerCounts(len(per_customer), invoices, cents, 0),
-            entry_buckets=tuple(sorted(invoice_buckets)),
-            customer_buckets=tuple(sorted(customer_buckets)),
-        )
-        await self._delete_building(building, built)
-        await self._write_buckets(building.entry_bucket, invoice_buckets)
-        await self._write_buckets(building.customer_bucket, customer_buckets)
-        await self._write_hash(building.customer_long, _chunked(long))
-        first_days = Counter(day_number(min(days)) for days in days_of.values())
-        await self._write_hash(building.first_day_numbers, _chunked(first_days.items()))
-        for index, buckets in (
-            (building.entry_buckets, built.entry_buckets),
-            (building.customer_buckets, built.customer_buckets),
-        ):
-            await self._write_set(index, buckets)
-        return built
+        await self._delete_building(building, plan)
+        await self._write_buckets(building.entry_bucket, plan.entry_buckets)
+        await self._write_buckets(building.customer_bucket, plan.customer_buckets)
+        await self._write_hash(building.customer_long, _chunked(plan.customer_long.items()))
+        await self._write_hash(building.first_day_numbers, _chunked(plan.first_day_numbers.items()))
+        await self._write_set(building.entry_buckets, sorted(plan.entry_buckets))
+        await self._write_set(building.customer_buckets, sorted(plan.customer_buckets))
 
-    async def _write_buckets(self, stem: str, buckets: dict[str, dict[FieldT, EncodableT]]) -> None:
+    async def _write_buckets(self, stem: str, buckets: dict[str, Bucket]) -> None:
         """One HSET and one EXPIRE per bucket, `batch_size` fields per round trip."""
         per_batch = max(1, self.batch_size // BUCKET_SIZE)
         numbers = sorted(buckets)
@@ -260,11 +218,12 @@ class InvoiceLedgerStore:
             async with self.client.pipeline(transaction=False) as pipe:
                 for bucket in numbers[start : start + per_batch]:
                     key = f"{stem}:{bucket}"
-                    pipe.hset(key, mapping=buckets[bucket])
+                    fields: dict[FieldT, EncodableT] = dict(buckets[bucket].items())
+                    pipe.hset(key, mapping=fields)
                     pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
                 await pipe.execute()
 
-    async def _write_set(self, key: str, members: tuple[str, ...]) -> None:
+    async def _write_set(self, key: str, members: list[str]) -> None:
         for start in range(0, len(members), _FIELDS_PER_COMMAND):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.sadd(key, *members[start : start + _FIELDS_PER_COMMAND])
@@ -281,24 +240,15 @@ class InvoiceLedgerStore:
                 pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
                 await pipe.execute()
 
-    async def _delete_building(self, building: LedgerBuildingKeys, built: _Built) -> None:
+    async def _delete_building(self, building: LedgerBuildingKeys, plan: RebuildPlan) -> None:
         """Remove the rebuild's temporary keys (gone already after a successful swap)."""
         keys = [
             *building.singles(),
-            *(f"{building.entry_bucket}:{b}" for b in built.entry_buckets),
-            *(f"{building.customer_bucket}:{b}" for b in built.customer_buckets),
+            *(f"{building.entry_bucket}:{b}" for b in plan.entry_buckets),
+            *(f"{building.customer_bucket}:{b}" for b in plan.customer_buckets),
         ]
         for start in range(0, len(keys), _FIELDS_PER_COMMAND):
             await self.client.unlink(*keys[start : start + _FIELDS_PER_COMMAND])
-
-
-@dataclass(frozen=True)
-class _Built:
-    """What a rebuild wrote into its temporary keys."""
-
-    counts: LedgerCounts
-    entry_buckets: tuple[str, ...]
-    customer_buckets: tuple[str, ...]
 
 
 def _chunked(items: Iterable[tuple[object, object]]) -> list[dict[FieldT, EncodableT]]:
