@@ -197,10 +197,11 @@ def report(rows: list[Row], redis_version: str) -> str:
             f"| {row.format3_seconds:.1f} "
             f"| {row.swap_ms:.0f} | {row.customer_long:,} |"
         )
-    last = rows[-1]
+    last = next((row for row in rows if row.invoices >= 300_000), rows[-1])
     lines += [
         "",
-        f"- Format 3 takes **{last.format3_bytes / last.invoices:.0f} bytes per invoice** "
+        f"- At {last.invoices:,} invoices format 3 takes "
+        f"**{last.format3_bytes / last.invoices:.0f} bytes per invoice** "
         f"({last.format3_bytes * 1e5 / last.invoices / 1e6:.1f} MB per 100,000 invoices) "
         f"where format 2 took {last.format2_bytes / last.invoices:.0f}: "
         f"{last.format2_bytes / last.format3_bytes:.1f} times less, for the same facts.",

@@ -60,8 +60,8 @@ def _lua_table(variable: str, names: tuple[str, ...], first: int) -> str:
 _CHANGE = (
     f"local short_value, ledger_format = {SHORT_VALUE_BYTES}, '{LEDGER_FORMAT}'\n"
     + """
--- (key, field, bucket) of the ID `id` (a decimal string) under `stem`: bucket id // 100,
--- field id % 100, taken from the digits so that any ID is exact.
+-- (key, field, bucket) of the ID `id` (a decimal string) under `stem`: the ID without its
+-- last two digits, and those digits (keys.bucket_slot, its Python twin), so any ID is exact.
 local function slot(stem, id)
     local bucket, field = '0', id
     if #id > 2 then
