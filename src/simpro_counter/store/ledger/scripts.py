@@ -8,8 +8,9 @@ passed in (`apply_keys`, `swap_keys`), so the scripts and the caller cannot disa
 
 A bucket's key is its stem, `:`, and the ID without its last two digits, so the scripts
 derive it from the ID (the bucket of an invoice's old customer is only known inside the
-script). Those keys are not in KEYS: fine on a single Redis (and every managed one the
-deployment guide names), not on a Redis Cluster, which this service does not support.
+script). Those keys are not in KEYS: a single Redis server accepts that (Upstash too: its
+default script lock is global), a Redis Cluster or a server enforcing declared keys
+(Dragonfly by default) would not; the service supports neither (`docs/guide.md`).
 
 `change(invoice, new)` sets the invoice's entry (`customer|cents|day`, or "d" to delete)
 and keeps every count exact; it returns the outcome. Cents go to INCRBY/DECRBY as the
