@@ -1,4 +1,4 @@
-"""Benchmark: the customer growth history read from the invoice ledger, against HGETALL.
+"""Benchmark: the customer growth history read from the invoice ledger, against a full read.
 
 An `InvoiceLedgerStore` in a real redis-server (the embedded one, on its unix socket, as
 `serve` runs it) is filled by `rebuild()` with 100,000 invoices: about 14,000 customers
@@ -6,17 +6,19 @@ with a Zipf-like skew (a few with hundreds of invoices, most with a handful), ea
 customer invoiced from its own first day on, over six years; amounts of $10 to $10,000,
 1 in 50 a credit note, 1 in 50 without customer. In the same run it measures:
 
-- the baseline: one `HGETALL` of `invoice_entries`, the least Redis work that reads
-  every entry (one command, every field and value decoded by the client);
-- the first dates recomputed from every entry by an HSCAN pass (what a history read
-  would cost if the ledger did not keep them);
-- `first_day_counts()`: the first days the ledger keeps (one MULTI of `first_days`);
+- the baseline: every invoice entry read (`entries()`: one `HGETALL` per bucket of 100
+  invoices), the least Redis work that reads every entry;
+- the first dates recomputed from every entry (that read, then the minimum per customer:
+  what a history read would cost if the ledger did not keep them);
+- `first_day_counts()`: the first days the ledger keeps (one MULTI of
+  `first_day_numbers`);
 - `CustomerGrowth.history("month", ready=True)` right after an `apply()` (read and
   group), and while the ledger version does not change (cached);
 - `apply()` of an invoice of the busiest customer (keeping its days parses its day list);
 - `growth_history(...)` per month, quarter and year over the first dates (pure Python);
-- the memory of the format-2 ledger (`MEMORY USAGE ... SAMPLES 0` of its four hashes),
-  and of format 1's customer-only hash of the same invoices.
+- the memory of the format-3 ledger (`MEMORY USAGE ... SAMPLES 0` of its keys, the
+  buckets summed), and of format 2's four hashes of the same invoices
+  (`bench/ledger_memory.py` measures `used_memory` at several sizes).
 
 Run: `.venv/bin/python -m bench.history [--record]`.
 """
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from tests.ledger_format2 import format2_keys, write_format2_ledger
 
 from bench.record import record
 from simpro_counter.growth import CustomerGrowth
@@ -52,8 +55,8 @@ T = TypeVar("T")
 YEARS = 6
 FIRST_DAY = date(2020, 1, 1)
 INTERVALS: tuple[Interval, ...] = ("month", "quarter", "year")
-# HGETALL of a large hash may take longer than the service's 0.25 s socket timeout; the
-# service itself never sends one.
+# Reading every entry may take longer than the service's 0.25 s socket timeout; the
+# service itself never does.
 TIMEOUT_SECONDS = 30.0
 
 
@@ -99,18 +102,20 @@ async def _median_ms(call: Callable[[], Awaitable[Any]], repeat: int) -> float:
     return statistics.median([(await _timed(call))[0] for _ in range(repeat)])
 
 
-async def _first_dates_by_scan(client: aioredis.Redis, key: str) -> dict[int, date]:
-    """Each customer's first date recomputed from every invoice entry, as an HSCAN pass
-    (what a history read would cost if the ledger did not keep the first days)."""
+async def _first_dates_by_scan(ledger: InvoiceLedgerStore) -> dict[int, date]:
+    """Each customer's first date recomputed from every invoice entry (what a history
+    read would cost if the ledger did not keep the first days)."""
     first: dict[int, date] = {}
-    async for _, text in client.hscan_iter(key, count=2_000):
-        customer, _, issued = text.split("|")
-        if customer and issued:
-            day = date.fromisoformat(issued)
-            known = first.get(int(customer))
-            if known is None or day < known:
-                first[int(customer)] = day
+    async for _, (customer, _, issued) in ledger.entries():
+        if customer is not None and issued is not None:
+            known = first.get(customer)
+            if known is None or issued < known:
+                first[customer] = issued
     return first
+
+
+async def _read_every_entry(ledger: InvoiceLedgerStore) -> int:
+    return sum([1 async for _ in ledger.entries()])
 
 
 def state_count(state: dict[int, InvoiceEntry], customer: int) -> int:
@@ -130,10 +135,10 @@ class Results:
     redis_version: str
     fill_ms: float
     timings: list[tuple[str, float]]
-    """(what, ms); the first row is the HGETALL baseline."""
+    """(what, ms); the first row is the full-read baseline."""
     memory: list[tuple[str, str, int]]
     """(key, encoding, bytes)."""
-    format1_bytes: int
+    format2_bytes: int
     repeat: int
 
 
@@ -144,12 +149,11 @@ async def run(redis_url: str, invoices: int, customer_ids: int, repeat: int) -> 
         ledger = InvoiceLedgerStore(client, keys)
         state = make_invoices(invoices, customer_ids, seed=6)
         fill_ms, rebuilt = await _timed(lambda: ledger.rebuild(state.items()))
-        entries_key = keys.ledger.invoice_entries
-        assert await client.hlen(entries_key) == invoices
+        assert await _read_every_entry(ledger) == invoices
 
-        hgetall_ms = await _median_ms(lambda: client.hgetall(entries_key), repeat)
-        rescan_ms = await _median_ms(lambda: _first_dates_by_scan(client, entries_key), repeat)
-        dates = await _first_dates_by_scan(client, entries_key)
+        hgetall_ms = await _median_ms(lambda: _read_every_entry(ledger), repeat)
+        rescan_ms = await _median_ms(lambda: _first_dates_by_scan(ledger), repeat)
+        dates = await _first_dates_by_scan(ledger)
         assert dates == _first_dates(state), "the ledger's invoices are not the truth"
         kept_ms = await _median_ms(ledger.first_day_counts, repeat * 10)
         kept = await ledger.first_day_counts()
@@ -175,8 +179,8 @@ async def run(redis_url: str, invoices: int, customer_ids: int, repeat: int) -> 
         cached_ms = await _median_ms(lambda: growth.history("month", ready=True), repeat * 10)
 
         timings = [
-            ("`HGETALL invoice_entries` (baseline)", hgetall_ms),
-            ("first dates recomputed from every invoice (HSCAN pass, parse, minimum)", rescan_ms),
+            ("every invoice entry read (`entries()`, baseline)", hgetall_ms),
+            ("first dates recomputed from every invoice (that read, minimum)", rescan_ms),
             ("`first_day_counts()`: the first days the ledger keeps (one MULTI)", kept_ms),
             (
                 '`CustomerGrowth.history("month")` after a change (read and group)',
@@ -197,16 +201,8 @@ async def run(redis_url: str, invoices: int, customer_ids: int, repeat: int) -> 
             ms = await _median_ms(fold, repeat * 10)
             timings.append((f'`growth_history(dates, "{interval}")`', ms))
 
-        memory: list[tuple[str, str, int]] = []
-        for key in (
-            entries_key,
-            keys.ledger.customer_invoices,
-            keys.ledger.customer_days,
-            keys.ledger.first_days,
-        ):
-            size, encoding = await _memory(client, key)
-            memory.append((key.rsplit(":", 1)[1], encoding, size))
-        format1_bytes = await _format1_memory(client, state)
+        memory = await _format3_memory(client, keys)
+        format2_bytes = await _format2_memory(client, state)
         info = await client.info("server")
         return Results(
             invoices=rebuilt.counts.invoices,
@@ -216,24 +212,41 @@ async def run(redis_url: str, invoices: int, customer_ids: int, repeat: int) -> 
             fill_ms=fill_ms,
             timings=timings,
             memory=memory,
-            format1_bytes=format1_bytes,
+            format2_bytes=format2_bytes,
             repeat=repeat,
         )
     finally:
         await client.aclose()
 
 
-async def _format1_memory(client: aioredis.Redis, state: dict[int, InvoiceEntry]) -> int:
-    """MEMORY USAGE of format 1's `invoice_customer` hash (customer only) of the same invoices."""
-    key = "bench:format1:invoice_customer"
-    items = [
-        (str(invoice), "" if entry[0] is None else str(entry[0]))
-        for invoice, entry in state.items()
-    ]
-    for start in range(0, len(items), 1_000):
-        await client.hset(key, mapping=dict(items[start : start + 1_000]))
-    usage, _ = await _memory(client, key)
-    await client.delete(key)
+async def _format3_memory(client: aioredis.Redis, keys: Keys) -> list[tuple[str, str, int]]:
+    """(what, encodings, bytes) of the format-3 ledger's keys, the buckets summed."""
+    k = keys.ledger
+    memory: list[tuple[str, str, int]] = []
+    for stem, index in ((k.entry_bucket, k.entry_buckets), (k.customer_bucket, k.customer_buckets)):
+        total, encodings = 0, set()
+        for bucket in await client.smembers(index):
+            size, encoding = await _memory(client, f"{stem}:{int(bucket)}")
+            total += size
+            encodings.add(encoding)
+        name = stem.rsplit(":", 1)[1]
+        memory.append(
+            (f"{name}:* ({await client.scard(index):,} keys)", "/".join(encodings), total)
+        )
+    for key in (k.customer_long, k.first_day_numbers, k.entry_buckets, k.customer_buckets):
+        size, encoding = await _memory(client, key)
+        memory.append((key.rsplit(":", 1)[1], encoding, size))
+    return memory
+
+
+async def _format2_memory(client: aioredis.Redis, state: dict[int, InvoiceEntry]) -> int:
+    """MEMORY USAGE of format 2's four hashes of the same invoices."""
+    ledger_keys = Keys("bench-format2").ledger
+    await write_format2_ledger(client, ledger_keys, state.items())
+    usage = 0
+    for key in format2_keys(ledger_keys):
+        usage += (await _memory(client, key))[0]
+    await client.delete(*format2_keys(ledger_keys))
     return usage
 
 
@@ -250,7 +263,7 @@ def report(results: Results) -> str:
         f"Medians of {results.repeat} runs ({results.repeat * 10} for the cached and pure "
         "Python rows).",
         "",
-        "| read | ms | vs `HGETALL` |",
+        "| read | ms | vs reading every entry |",
         "|---|---:|---:|",
     ]
     for name, ms in results.timings:
@@ -272,13 +285,13 @@ def report(results: Results) -> str:
         "",
         f"- A history request after the ledger changed costs **{changed_ms:.2f} ms**: the "
         f"ledger keeps the first days, so nothing is recomputed from the invoices (that "
-        f"would take {rescan_ms:,.0f} ms, {rescan_ms / baseline:.1f} times an `HGETALL`); "
+        f"would take {rescan_ms:,.0f} ms, {rescan_ms / baseline:.1f} times reading every entry); "
         f"while it does not change, **{cached_ms:.2f} ms**.",
         f"- Keeping them costs each event little: **{apply_ms:.2f} ms** per `apply()` even "
         "for the customer with the most invoices.",
-        f"- Ledger format 2: **{ledger_bytes * per_100k / 1e6:.2f} MB per 100,000 invoices** "
-        f"(format 1, customer only, of the same invoices: "
-        f"{results.format1_bytes * per_100k / 1e6:.2f} MB for `invoice_customer`).",
+        f"- Ledger format 3: **{ledger_bytes * per_100k / 1e6:.2f} MB per 100,000 invoices** "
+        f"(`MEMORY USAGE`; format 2 of the same invoices: "
+        f"{results.format2_bytes * per_100k / 1e6:.2f} MB).",
     ]
     return "\n".join(lines)
 

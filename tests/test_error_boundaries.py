@@ -179,7 +179,7 @@ async def test_a_command_redis_refuses_is_a_store_error_too(
     client = connect(redis_server.url, timeout=2)
     try:
         ledger = InvoiceLedgerStore(client, Keys("t"))
-        await client.set(ledger.keys.invoice_entries, "not a hash")
+        await client.set(ledger.keys.entry_bucket_of(7), "not a hash")
         with pytest.raises(StoreError, match="could not apply invoice 7: Redis failed") as raised:
             await ledger.apply(7, (3, 1250, None))
         assert isinstance(raised.value.__cause__, redis.ResponseError)

@@ -1,7 +1,8 @@
 """Customer growth history, read from the invoice ledger and kept as current as it is.
 
 Each customer is new in the period of its first invoice. The ledger keeps, with every
-event, how many customers had their first invoice on each day (`first_days`; a full scan
+event, how many customers had their first invoice on each day (`first_day_numbers`, by
+day number since 1970-01-01, turned into dates by the ledger's read; a full scan
 fills it with the whole past, webhooks and incremental syncs keep it current), so the
 history is exact from the first scan on and moves with every event, like the count.
 

@@ -36,27 +36,83 @@ class MetricKeys:
     """JSON: last refresh started/finished, last error."""
 
 
+def bucket_slot(identifier: int) -> tuple[str, str]:
+    """(bucket, field) of an invoice or customer ID in the ledger's hashes of 100.
+
+    Split on the decimal digits, as the Lua scripts split the ID's string: the bucket is
+    the ID without its last two digits ("0" for an ID of one or two characters), the
+    field those two digits without a leading zero. 123456 -> ("1234", "56"), 1207 ->
+    ("12", "7"), 7 -> ("0", "7"); a negative ID keeps its sign in the bucket
+    (-1234 -> ("-12", "34"), -5 -> ("0", "-5")), so every integer has its own slot.
+    """
+    text = str(int(identifier))
+    if len(text) <= 2:
+        return "0", text
+    bucket, field = text[:-2], text[-2:]
+    return bucket, field[1:] if field[0] == "0" else field
+
+
+def slot_id(bucket: str, field: str) -> int:
+    """The ID `bucket_slot` put at (bucket, field)."""
+    return int(field) if bucket == "0" else int(bucket + field.zfill(2))
+
+
 @dataclass(frozen=True)
 class LedgerBuildingKeys:
-    """Temporary keys a ledger rebuild fills before swapping them over the live ones."""
+    """Temporary keys a ledger rebuild fills before swapping them over the live ones
+    (bucket stems as in `LedgerKeys`)."""
 
+    entry_bucket: str
+    customer_bucket: str
+    customer_long: str
+    first_day_numbers: str
+    entry_buckets: str
+    customer_buckets: str
+
+    def singles(self) -> tuple[str, str, str, str]:
+        """The keys that are not bucket stems."""
+        return (
+            self.customer_long,
+            self.first_day_numbers,
+            self.entry_buckets,
+            self.customer_buckets,
+        )
+
+
+@dataclass(frozen=True)
+class RetiredLedgerKeys:
+    """The ledger keys of earlier formats, removed by the first rebuild in format 3."""
+
+    invoice_customer: str
+    """Format 1: hash invoiceID -> customerID."""
     invoice_entries: str
+    """Format 2: hash invoiceID -> `customerID|cents|YYYY-MM-DD`."""
     customer_invoices: str
+    """Format 2: hash customerID -> number of its invoices."""
     customer_days: str
+    """Format 2: hash customerID -> `YYYY-MM-DD=n,...`."""
     first_days: str
+    """Format 2: hash YYYY-MM-DD -> customers whose first invoice is on that day."""
 
-    def all(self) -> tuple[str, str, str, str]:
-        return (self.invoice_entries, self.customer_invoices, self.customer_days, self.first_days)
+    def all(self) -> tuple[str, ...]:
+        return (
+            self.invoice_customer,
+            self.invoice_entries,
+            self.customer_invoices,
+            self.customer_days,
+            self.first_days,
+        )
 
 
 @dataclass(frozen=True)
 class LedgerKeys:
-    """The invoice ledger: the exact, incrementally maintained state of the invoice metrics."""
+    """The invoice ledger: the exact, incrementally maintained state of the invoice metrics.
 
-    invoice_entries: str
-    """Hash invoiceID -> `customerID|cents|YYYY-MM-DD` for every invoice counted."""
-    customer_invoices: str
-    """Hash customerID -> number of its invoices (customers with none are absent)."""
+    Format 3 (`store.ledger.encoding`): invoices and customers live in small hashes of
+    100 fields (`<stem>:<bucket>`, `bucket_slot`), which Redis keeps in its compact
+    ziplist/listpack encoding; the stems below are not keys themselves.
+    """
+
     customers: str
     """Number of customers with at least one invoice (decimal string)."""
     invoices: str
@@ -67,19 +123,48 @@ class LedgerKeys:
     """INCR on every change (each applied event and each rebuild)."""
     journal: str
     """Capped list of `version:invoice:entry` changes, replayed after a rebuild."""
-    customer_days: str
-    """Hash customerID -> the days of its dated invoices, `YYYY-MM-DD=n` sorted, joined by
-    commas (so its first day is known also after its earliest invoice goes)."""
-    first_days: str
-    """Hash YYYY-MM-DD -> customers whose first invoice is on that day (the growth history)."""
+    entry_bucket: str
+    """Stem of the invoice hashes: `<stem>:<bucket>`, field (`bucket_slot` of the invoice
+    ID) -> `customerID|cents|day number`."""
+    customer_bucket: str
+    """Stem of the customer hashes, bucketed the same way -> `n|days`: its number of
+    invoices and the day numbers of its dated ones."""
+    customer_long: str
+    """Hash customerID -> `n|days` for the few customers whose days do not fit a bucket."""
+    first_day_numbers: str
+    """Hash day number -> customers whose first invoice is on that day (growth history)."""
+    entry_buckets: str
+    """Set of the invoice bucket numbers written (so a rebuild can remove them all)."""
+    customer_buckets: str
+    """Set of the customer bucket numbers written."""
+    format: str
+    """The format the last rebuild wrote (absent before the first rebuild in format 3)."""
+
+    def entry_bucket_of(self, invoice_id: int) -> str:
+        """The key of the hash that holds `invoice_id`'s entry."""
+        return f"{self.entry_bucket}:{bucket_slot(invoice_id)[0]}"
+
+    @property
+    def retired(self) -> RetiredLedgerKeys:
+        """The keys of formats 1 and 2 (same stem), removed by a rebuild."""
+        stem = self.customers.rsplit(":", 1)[0]
+        return RetiredLedgerKeys(
+            invoice_customer=f"{stem}:invoice_customer",
+            invoice_entries=f"{stem}:invoice_entries",
+            customer_invoices=f"{stem}:customer_invoices",
+            customer_days=f"{stem}:customer_days",
+            first_days=f"{stem}:first_days",
+        )
 
     def building(self, token: str) -> LedgerBuildingKeys:
         """The temporary keys of the rebuild identified by `token`."""
         return LedgerBuildingKeys(
-            invoice_entries=f"{self.invoice_entries}:building:{token}",
-            customer_invoices=f"{self.customer_invoices}:building:{token}",
-            customer_days=f"{self.customer_days}:building:{token}",
-            first_days=f"{self.first_days}:building:{token}",
+            entry_bucket=f"{self.entry_bucket}:building:{token}",
+            customer_bucket=f"{self.customer_bucket}:building:{token}",
+            customer_long=f"{self.customer_long}:building:{token}",
+            first_day_numbers=f"{self.first_day_numbers}:building:{token}",
+            entry_buckets=f"{self.entry_buckets}:building:{token}",
+            customer_buckets=f"{self.customer_buckets}:building:{token}",
         )
 
 
@@ -126,15 +211,18 @@ class Keys:
         """The invoice ledger's keys (`store.ledger.InvoiceLedgerStore`)."""
         stem = f"{self.prefix}:ledger"
         return LedgerKeys(
-            invoice_entries=f"{stem}:invoice_entries",
-            customer_invoices=f"{stem}:customer_invoices",
             customers=f"{stem}:customers",
             invoices=f"{stem}:invoices",
             revenue_cents=f"{stem}:revenue_cents",
-            customer_days=f"{stem}:customer_days",
-            first_days=f"{stem}:first_days",
             version=f"{stem}:version",
             journal=f"{stem}:journal",
+            entry_bucket=f"{stem}:entry_bucket",
+            customer_bucket=f"{stem}:customer_bucket",
+            customer_long=f"{stem}:customer_long",
+            first_day_numbers=f"{stem}:first_day_numbers",
+            entry_buckets=f"{stem}:entry_buckets",
+            customer_buckets=f"{stem}:customer_buckets",
+            format=f"{stem}:format",
         )
 
 

@@ -8,10 +8,8 @@ place that maps them, so callers catch `StoreError` only.
 from __future__ import annotations
 
 import secrets
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import date
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -23,16 +21,20 @@ from simpro_counter.keys import (
     LEDGER_JOURNAL_LENGTH,
     Keys,
     LedgerBuildingKeys,
+    slot_id,
 )
 from simpro_counter.metrics.invoices import InvoiceEntry
 from simpro_counter.store.circuit import describe
 from simpro_counter.store.ledger.encoding import (
+    BUCKET_SIZE,
     DELETED,
     DELETED_MARK,
     Deleted,
-    encode_days,
+    day_of,
+    decode_entry,
     encode_entry,
 )
+from simpro_counter.store.ledger.plan import Bucket, RebuildPlan, plan_rebuild
 from simpro_counter.store.ledger.results import (
     OUTCOMES,
     FirstDays,
@@ -42,6 +44,7 @@ from simpro_counter.store.ledger.results import (
 )
 from simpro_counter.store.ledger.scripts import APPLY, SWAP, apply_keys, swap_keys
 
+# Fields per HSET of the long customers and first days (the buckets take one HSET each).
 _FIELDS_PER_COMMAND = 1_000
 
 
@@ -119,11 +122,11 @@ class InvoiceLedgerStore:
         k = self.keys
         with _translated("read the first days of its customers"):
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(k.first_days)
+                pipe.hgetall(k.first_day_numbers)
                 pipe.mget([k.customers, k.version])
                 days, (customers, version) = await pipe.execute()
         return FirstDays(
-            {date.fromisoformat(day): int(n) for day, n in days.items()},
+            {day_of(int(day)): int(n) for day, n in days.items()},
             int(customers or 0),
             int(version or 0),
         )
@@ -155,9 +158,11 @@ class InvoiceLedgerStore:
         """
         token = secrets.token_hex(8)
         building = self.keys.building(token)
+        plan = plan_rebuild(entries)  # a bad entry raises here, before any write
         with _translated("rebuild from a full scan"):
             try:
-                totals = await self._write_building(building, entries)
+                await self._write_building(building, plan)
+                totals = plan.counts
                 reply = await self._swap(
                     keys=swap_keys(self.keys, building),
                     args=[
@@ -170,7 +175,7 @@ class InvoiceLedgerStore:
                 )
             finally:
                 # Gone after a successful swap (renamed); removes the leftovers otherwise.
-                await self.client.delete(*building.all())
+                await self._delete_building(building, plan)
         if reply[0] == "gap":
             raise LedgerJournalGapError(
                 f"The ledger journal starts at version {reply[1]}, after {journal_from}: "
@@ -180,38 +185,50 @@ class InvoiceLedgerStore:
         _, *counts, replayed = reply
         return LedgerRebuild(LedgerCounts.parse(counts), int(replayed))
 
-    async def _write_building(
-        self, building: LedgerBuildingKeys, entries: Iterable[tuple[int, InvoiceEntry]]
-    ) -> LedgerCounts:
-        """Fill the temporary hashes: many fields per HSET, many HSETs per round trip."""
-        await self.client.delete(*building.all())
-        per_customer: Counter[int] = Counter()
-        days_of: dict[int, Counter[date]] = {}
-        invoices = cents = 0
-        chunks: list[dict[FieldT, EncodableT]] = []
-        chunk: dict[FieldT, EncodableT] = {}
-        for invoice_id, entry in entries:
-            chunk[str(int(invoice_id))] = encode_entry(entry)
-            invoices += 1
-            customer, amount, issued = entry
-            cents += amount
-            if customer is not None:
-                per_customer[customer] += 1
-                if issued is not None:
-                    days_of.setdefault(customer, Counter())[issued] += 1
-            if len(chunk) == _FIELDS_PER_COMMAND:
-                chunks.append(chunk)
-                chunk = {}
-        chunks.append(chunk)
-        await self._write_hash(building.invoice_entries, chunks)
-        await self._write_hash(building.customer_invoices, _chunked(per_customer.items()))
-        await self._write_hash(
-            building.customer_days,
-            _chunked((customer, encode_days(days)) for customer, days in days_of.items()),
-        )
-        first_days = Counter(min(days).isoformat() for days in days_of.values())
-        await self._write_hash(building.first_days, _chunked(first_days.items()))
-        return LedgerCounts(len(per_customer), invoices, cents, 0)
+    async def entries(self) -> AsyncIterator[tuple[int, InvoiceEntry]]:
+        """Every invoice counted and its entry, one bucket (100 invoices) per command.
+
+        For checks and benchmarks, never a hot path: it reads the whole ledger, and a
+        bucket removed or written meanwhile may be missed or read in its new state.
+        """
+        with _translated("list its buckets"):
+            buckets = await self.client.smembers(self.keys.entry_buckets)
+        for bucket in sorted(str(b) for b in buckets):
+            key = f"{self.keys.entry_bucket}:{bucket}"
+            with _translated("read its invoices"):
+                fields = await self.client.hgetall(key)
+            for field, text in fields.items():
+                yield slot_id(bucket, str(field)), decode_entry(str(text))
+
+    async def _write_building(self, building: LedgerBuildingKeys, plan: RebuildPlan) -> None:
+        """Fill the temporary keys: a bucket per HSET, many HSETs per round trip."""
+        await self._delete_building(building, plan)
+        await self._write_buckets(building.entry_bucket, plan.entry_buckets)
+        await self._write_buckets(building.customer_bucket, plan.customer_buckets)
+        await self._write_hash(building.customer_long, _chunked(plan.customer_long.items()))
+        await self._write_hash(building.first_day_numbers, _chunked(plan.first_day_numbers.items()))
+        await self._write_set(building.entry_buckets, sorted(plan.entry_buckets))
+        await self._write_set(building.customer_buckets, sorted(plan.customer_buckets))
+
+    async def _write_buckets(self, stem: str, buckets: dict[str, Bucket]) -> None:
+        """One HSET and one EXPIRE per bucket, `batch_size` fields per round trip."""
+        per_batch = max(1, self.batch_size // BUCKET_SIZE)
+        numbers = sorted(buckets)
+        for start in range(0, len(numbers), per_batch):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for bucket in numbers[start : start + per_batch]:
+                    key = f"{stem}:{bucket}"
+                    fields: dict[FieldT, EncodableT] = dict(buckets[bucket].items())
+                    pipe.hset(key, mapping=fields)
+                    pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
+                await pipe.execute()
+
+    async def _write_set(self, key: str, members: list[str]) -> None:
+        for start in range(0, len(members), _FIELDS_PER_COMMAND):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.sadd(key, *members[start : start + _FIELDS_PER_COMMAND])
+                pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
+                await pipe.execute()
 
     async def _write_hash(self, key: str, chunks: list[dict[FieldT, EncodableT]]) -> None:
         commands_per_batch = max(1, self.batch_size // _FIELDS_PER_COMMAND)
@@ -222,6 +239,16 @@ class InvoiceLedgerStore:
                     pipe.hset(key, mapping=chunk)
                 pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
                 await pipe.execute()
+
+    async def _delete_building(self, building: LedgerBuildingKeys, plan: RebuildPlan) -> None:
+        """Remove the rebuild's temporary keys (gone already after a successful swap)."""
+        keys = [
+            *building.singles(),
+            *(f"{building.entry_bucket}:{b}" for b in plan.entry_buckets),
+            *(f"{building.customer_bucket}:{b}" for b in plan.customer_buckets),
+        ]
+        for start in range(0, len(keys), _FIELDS_PER_COMMAND):
+            await self.client.unlink(*keys[start : start + _FIELDS_PER_COMMAND])
 
 
 def _chunked(items: Iterable[tuple[object, object]]) -> list[dict[FieldT, EncodableT]]:
