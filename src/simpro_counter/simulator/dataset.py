@@ -1,4 +1,4 @@
-"""The simulated build's mutable state: records, their rendered rows, mutations, truth."""
+"""The simulated build's mutable state: records (in columns), their indexes, mutations, truth."""
 
 from __future__ import annotations
 
