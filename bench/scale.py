@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -113,6 +114,9 @@ def peak_rss() -> int:
 def worker(mode: RefreshMode) -> None:
     """Run one refresh against the build and Redis the environment names; print JSON."""
     import simpro_counter.wiring  # noqa: F401 - the imports belong to the baseline
+
+    # The parent keeps this process's stderr in a log and shows it if the refresh fails.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     baseline = peak_rss()
     result = asyncio.run(_refresh(mode))
@@ -281,6 +285,10 @@ def main() -> None:
         try:
             for size in sizes:
                 rows.append(measure(size, server, workdir))
+        except BaseException:
+            if rows:  # what was measured before the failure is still worth seeing
+                sys.stderr.write(f"measured before the failure:\n{table(rows)}\n")
+            raise
         finally:
             server.stop()
     text = table(rows)
