@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -217,25 +218,34 @@ def measure(invoices: int, server: EmbeddedRedis, workdir: Path) -> Row:
     return Row(invoices, generate_seconds, full, redis_bytes, changed, incremental)
 
 
+def _spread(values: list[float], unit: str, digits: int = 0) -> str:
+    """'a-b unit per row', and whether that makes the cost a straight line (within 1.5x)."""
+    low, high = min(values), max(values)
+    if high <= 1.5 * low:
+        shape = "linear"
+    else:
+        faster = values[-1] > values[0]
+        shape = f"{'faster' if faster else 'slower'} than linear"
+        shape += f": {values[0]:.{digits}f} first, {values[-1]:.{digits}f} last"
+    return f"{low:.{digits}f}-{high:.{digits}f} {unit} ({shape})"
+
+
 def _growth(rows: list[Row]) -> str:
-    """How each cost grows: its slope per invoice between the smallest and largest row."""
+    """How each cost grows with the build, read off the rows (not assumed)."""
     if len(rows) < 2:
         return ""
-    small, large = rows[0], rows[-1]
-    span = large.invoices - small.invoices
-    rss = (large.full.peak_rss - small.full.peak_rss) / span
-    scan_us = (large.full.seconds - small.full.seconds) / span * 1e6
-    sync_ms = (large.incremental.seconds - small.incremental.seconds) / (
-        large.changed - small.changed
-    )
+    pairs = list(itertools.pairwise(rows))
+    rss_slopes = [(b.full.peak_rss - a.full.peak_rss) / (b.invoices - a.invoices) for a, b in pairs]
+    redis_each = [row.redis_bytes / row.invoices for row in rows]
+    scan_each = [row.full.seconds / row.invoices * 1e6 for row in rows]
+    sync_each = [row.incremental.seconds / row.changed * 1e3 for row in rows]
     return (
-        f"From {small.invoices:,} to {large.invoices:,} invoices every cost grows linearly "
-        f"with the build: the scanning process by **{rss:.0f} bytes of peak RSS per "
-        f"invoice** (over a baseline of {small.full.baseline_rss / MB:.0f} MB after "
-        f"imports), Redis by **{large.redis_bytes / large.invoices:.0f} bytes per invoice** "
-        f"at {large.invoices:,} ({small.redis_bytes / small.invoices:.0f} at "
-        f"{small.invoices:,}), the full scan by {scan_us:.0f} µs per invoice, and the "
-        f"incremental sync by {sync_ms * 1000:.1f} ms per changed invoice."
+        f"How each cost grows, from {rows[0].invoices:,} to {rows[-1].invoices:,} invoices: "
+        f"the scanning process's peak RSS by {_spread(rss_slopes, 'bytes per added invoice')} "
+        f"over a baseline of {rows[0].full.baseline_rss / MB:.0f} MB; Redis holds "
+        f"{_spread(redis_each, 'bytes per invoice')}; the full scan takes "
+        f"{_spread(scan_each, 'µs per invoice')}; the incremental sync takes "
+        f"{_spread(sync_each, 'ms per changed invoice', 1)}."
     )
 
 

@@ -18,7 +18,8 @@ from datetime import date
 
 from .records import Invoice, JobLink, WorkItem
 
-_NONE = -1  # "no customer" / "no job" in an ID column (real IDs are positive)
+NO_CUSTOMER = -1  # "no customer" / "no job" in an ID column (real IDs are positive)
+_NONE = NO_CUSTOMER
 _ID_AS_STRING = 1  # bits of InvoiceColumns.flags
 _CUSTOMER_ID_AS_STRING = 2
 
@@ -189,9 +190,6 @@ class InvoiceColumns(_Sorted):
             invoice.date_modified,
             flags,
         )
-
-
-NO_CUSTOMER = _NONE
 
 
 class WorkColumns(_Sorted):

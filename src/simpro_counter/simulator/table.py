@@ -14,7 +14,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import overload
+from typing import TypeVar, overload
 
 from .query import Key, OrderKey, to_key
 
@@ -62,9 +62,13 @@ class Row:
 
 
 Render = Callable[[int], Row]
+K = TypeVar("K")
 # modified << _ID_BITS | id sorts by (DateModified, ID) in one unsigned 64-bit integer.
 _ID_BITS = 32
 _ID_MASK = (1 << _ID_BITS) - 1
+# Answers kept per table until a change: a scan or a sync repeats one order or one cursor
+# page after page; a bound keeps a client that varies them from piling up ID lists.
+_CACHED_ANSWERS = 8
 
 
 class IdSpan(Sequence[int]):
@@ -212,7 +216,7 @@ class Table:
         if cached is None:
             first = bisect_left(self._by_modified, since << _ID_BITS) if since >= 0 else 0
             cached = sorted(key & _ID_MASK for key in self._by_modified[first:])
-            self._since[since] = cached
+            _keep(self._since, since, cached)
         return cached
 
     def sorted_by(self, order: tuple[OrderKey, ...]) -> Sequence[int]:
@@ -229,7 +233,7 @@ class Table:
             for key in reversed(order):
                 rows.sort(key=_by(key.path), reverse=key.descending)
             cached = [row.id for row in rows]
-            self._sorted[order] = cached
+            _keep(self._sorted, order, cached)
         return cached
 
     # -- changes -------------------------------------------------------------------
@@ -286,6 +290,12 @@ class Table:
     def _changed(self) -> None:
         self._sorted.clear()
         self._since.clear()
+
+
+def _keep(cache: dict[K, list[int]], key: K, ids: list[int]) -> None:
+    if len(cache) >= _CACHED_ANSWERS:
+        cache.clear()
+    cache[key] = ids
 
 
 def _check_key(row_id: int, modified: int) -> None:
