@@ -13,7 +13,9 @@ it can reach. Each row measures, in the same run:
 - **Redis bytes per invoice**: `INFO memory` `used_memory` of a redis-server this bench
   starts itself (the embedded one, on its unix socket), before the full scan (flushed) and
   after, divided by the invoices;
-- **seconds** of the full scan (`refresh_all(mode="full")`, inside the child);
+- **seconds** of the full scan (`refresh_all(mode="full")`, inside the child), and the
+  CPU seconds meanwhile of the child and of redis-server (`INFO cpu`): unlike wall time
+  they do not grow when other work shares the machine;
 - **seconds of an incremental sync** after 1 % of invoices changed (every 100th invoice
   re-priced in the simulator), in a second child.
 
@@ -63,6 +65,7 @@ class Refresh:
     """One refresh in a child process, as the child reported it and the parent saw it."""
 
     seconds: float  # the refresh itself, timed inside the child
+    cpu_seconds: float  # the child's CPU time during the refresh (steady under load)
     peak_rss: int  # bytes, the child's peak (VmHWM at its end)
     baseline_rss: int  # bytes, the child's peak after imports, before the refresh
     customers: int
@@ -80,6 +83,8 @@ class Row:
     redis_bytes: int  # used_memory after the full scan minus before
     changed: int
     incremental: Refresh
+    full_redis_cpu: float  # redis-server's CPU seconds during the full scan
+    sync_redis_cpu: float  # and during the incremental sync
 
 
 # -- the child ---------------------------------------------------------------------------
@@ -92,11 +97,12 @@ async def _refresh(mode: RefreshMode) -> dict[str, object]:
 
     settings = load_settings()
     async with open_counting(settings) as (counting, _where):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         values = await counting.refresher.refresh_all(mode=mode)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "customers": values["customers"].value,
         "invoices": values["invoices"].value,
         "revenue_cents": values["revenue"].value,
@@ -147,6 +153,7 @@ def _run_worker(mode: RefreshMode, env: dict[str, str], cwd: Path) -> Refresh:
     details = report["details"]
     return Refresh(
         seconds=float(report["seconds"]),
+        cpu_seconds=float(report["cpu_seconds"]),
         peak_rss=int(report["peak_rss"]),
         baseline_rss=int(report["baseline_rss"]),
         customers=int(report["customers"]),
@@ -168,6 +175,11 @@ def _check_exact(what: str, refresh: Refresh, truth: Truth) -> None:
 
 def _used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
+
+
+def _redis_cpu(client: redis.Redis) -> float:
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def _change_one_percent(simulator: Simulator) -> int:
@@ -202,20 +214,32 @@ def measure(invoices: int, server: EmbeddedRedis, workdir: Path) -> Row:
             "DATA_DIR": str(workdir / "data"),
         }
         client.flushall()
-        before = _used_memory(client)
+        before, cpu_before = _used_memory(client), _redis_cpu(client)
         _progress(f"{invoices:,} invoices: generated in {generate_seconds:.1f} s; full scan")
         full = _run_worker("full", env, workdir)
+        full_redis_cpu = _redis_cpu(client) - cpu_before
         _check_exact("the full scan", full, running.simulator.truth())
         redis_bytes = _used_memory(client) - before
         _progress(f"{invoices:,} invoices: full scan {full.seconds:.1f} s; changing 1 %")
         changed = _change_one_percent(running.simulator)
         _progress(f"{invoices:,} invoices: {changed:,} changed; incremental sync")
+        cpu_before = _redis_cpu(client)
         incremental = _run_worker("incremental", env, workdir)
+        sync_redis_cpu = _redis_cpu(client) - cpu_before
         _check_exact("the incremental sync", incremental, running.simulator.truth())
         if incremental.synced is None or incremental.synced < changed:
             raise AssertionError(f"the sync applied {incremental.synced} of {changed} changes")
         _progress(f"{invoices:,} invoices: incremental sync {incremental.seconds:.2f} s")
-    return Row(invoices, generate_seconds, full, redis_bytes, changed, incremental)
+    return Row(
+        invoices,
+        generate_seconds,
+        full,
+        redis_bytes,
+        changed,
+        incremental,
+        full_redis_cpu,
+        sync_redis_cpu,
+    )
 
 
 def _spread(values: list[float], unit: str, digits: int = 0) -> str:
@@ -237,15 +261,19 @@ def _growth(rows: list[Row]) -> str:
     pairs = list(itertools.pairwise(rows))
     rss_slopes = [(b.full.peak_rss - a.full.peak_rss) / (b.invoices - a.invoices) for a, b in pairs]
     redis_each = [row.redis_bytes / row.invoices for row in rows]
-    scan_each = [row.full.seconds / row.invoices * 1e6 for row in rows]
-    sync_each = [row.incremental.seconds / row.changed * 1e3 for row in rows]
+    # CPU time, not wall time: the machine may be shared, and our CPU does not wait on it.
+    scan_each = [(row.full.cpu_seconds + row.full_redis_cpu) / row.invoices * 1e6 for row in rows]
+    sync_each = [
+        (row.incremental.cpu_seconds + row.sync_redis_cpu) / row.changed * 1e3 for row in rows
+    ]
     return (
         f"How each cost grows, from {rows[0].invoices:,} to {rows[-1].invoices:,} invoices: "
         f"the scanning process's peak RSS by {_spread(rss_slopes, 'bytes per added invoice')} "
         f"over a baseline of {rows[0].full.baseline_rss / MB:.0f} MB; Redis holds "
         f"{_spread(redis_each, 'bytes per invoice')}; the full scan takes "
-        f"{_spread(scan_each, 'µs per invoice')}; the incremental sync takes "
-        f"{_spread(sync_each, 'ms per changed invoice', 1)}."
+        f"{_spread(scan_each, 'µs of CPU per invoice')}; the incremental sync takes "
+        f"{_spread(sync_each, 'ms of CPU per changed invoice', 1)} (CPU: the scanning "
+        "process's and redis-server's)."
     )
 
 
@@ -256,17 +284,20 @@ def table(rows: list[Row]) -> str:
         f"{platform.python_version()}: one customer per 10 invoices, simulator rate limit "
         "lifted, both refreshes exact against the simulator's truth.",
         "",
-        "| invoices | build generated s | full scan s (requests) | peak RSS MB (baseline) "
-        "| Redis B/invoice | 1 % changed | incremental sync s (requests) | sync peak RSS MB |",
+        "| invoices | build generated s | full scan s (CPU s: ours + Redis; requests) "
+        "| peak RSS MB (baseline) | Redis B/invoice | 1 % changed "
+        "| incremental sync s (CPU s: ours + Redis; requests) | sync peak RSS MB |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row.invoices:,} | {row.generate_seconds:.1f} "
-            f"| {row.full.seconds:.1f} ({row.full.requests:,}) "
+            f"| {row.full.seconds:.1f} ({row.full.cpu_seconds:.1f} + {row.full_redis_cpu:.1f}; "
+            f"{row.full.requests:,}) "
             f"| {row.full.peak_rss / MB:.0f} ({row.full.baseline_rss / MB:.0f}) "
             f"| {row.redis_bytes / row.invoices:.0f} | {row.changed:,} "
-            f"| {row.incremental.seconds:.2f} ({row.incremental.requests:,}) "
+            f"| {row.incremental.seconds:.2f} ({row.incremental.cpu_seconds:.2f} + "
+            f"{row.sync_redis_cpu:.2f}; {row.incremental.requests:,}) "
             f"| {row.incremental.peak_rss / MB:.0f} |"
         )
     growth = _growth(rows)
