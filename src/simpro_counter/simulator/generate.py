@@ -2,6 +2,10 @@
 
 Deterministic for given arguments: one `random.Random` drives everything, and all
 dates are relative to `today` (the build's current day), which the caller passes in.
+
+Records are written straight into columns (columns.py), never built as objects: a
+million invoices take about 10 s and 0.4 GB. The draws keep the order they had when each
+record was a dataclass, so a seed gives the same data set as it always did.
 """
 
 from __future__ import annotations
