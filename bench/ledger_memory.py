@@ -47,9 +47,11 @@ TODAY = date(2026, 1, 15)
 def simulated_entries(invoices: int, seed: int = 12) -> list[tuple[int, InvoiceEntry]]:
     """The invoices of a simulator dataset as the ledger keeps them (every one counted)."""
     records = generate(invoices=invoices, customers=invoices // 5, seed=seed, today=TODAY)
+    columns = records.invoices
+    generated = (columns.at(pos) for pos in range(len(columns)))
     return [
         (invoice.id, (invoice.customer_id, invoice.ex_tax, invoice.date_issued))
-        for invoice in records.invoices
+        for invoice in generated
     ]
 
 

@@ -1,4 +1,4 @@
-"""The simulated build's mutable state: records, their rendered rows, mutations, truth."""
+"""The simulated build's mutable state: records (in columns), their indexes, mutations, truth."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
+from .columns import NO_CUSTOMER
 from .generate import Records, generate
 from .records import BUILD_TZ, Customer, Invoice, Renderer, WorkItem, to_cents
 from .table import Row, Table
@@ -58,15 +59,26 @@ class Dataset:
         self._clock = clock
         self._rng = random.Random(f"simpro-mutations:{seed}")
         self._customers: dict[int, Customer] = {c.id: c for c in records.customers}
-        self._invoices: dict[int, Invoice] = {i.id: i for i in records.invoices}
+        self._invoices = records.invoices
+        self._jobs = records.jobs
+        self._quotes = records.quotes
         self._render = Renderer(self._customers)
         # IDs are never reused after a delete, like a database sequence.
-        self._last_invoice_id = max(self._invoices, default=10000)
+        self._last_invoice_id = self._invoices.ids[-1] if len(self._invoices) else 10000
+        # Rows are rendered from the records when a page shows them: nothing rendered
+        # is kept, so a million invoices cost their columns and indexes only.
         self.tables: Mapping[str, Table] = {
-            "invoices": Table(self._invoice_row(i) for i in records.invoices),
-            "customers": Table(self._customer_row(c) for c in records.customers),
-            "jobs": Table(self._work_row(j) for j in records.jobs),
-            "quotes": Table(self._work_row(q) for q in records.quotes),
+            "invoices": Table.indexed(
+                self._invoices.ids, self._invoices.modified, self._invoice_row
+            ),
+            "customers": Table.indexed(
+                sorted(self._customers),
+                (self._customers[c].date_modified for c in sorted(self._customers)),
+                self._customer_row,
+                kinds={c.id: c.kind for c in records.customers},
+            ),
+            "jobs": Table.indexed(self._jobs.ids, self._jobs.modified, self._job_row),
+            "quotes": Table.indexed(self._quotes.ids, self._quotes.modified, self._quote_row),
         }
 
     @classmethod
@@ -81,19 +93,21 @@ class Dataset:
     def truth(self) -> Truth:
         with self.lock:
             return compute_truth(
-                self._invoices.values(),
+                self._invoices.customer_ids(),
+                self._invoices.ex_tax,
                 self._customers.values(),
-                len(self.tables["jobs"]),
-                len(self.tables["quotes"]),
+                len(self._jobs),
+                len(self._quotes),
             )
 
     def invoice_ids(self) -> list[int]:
         with self.lock:
-            return list(self.tables["invoices"].ids())
+            return list(self._invoices.ids)
 
     def invoice(self, invoice_id: int) -> Invoice:
+        """The invoice as a value; KeyError when there is none."""
         with self.lock:
-            return self._invoices[invoice_id]
+            return self._invoices.get(invoice_id)
 
     def customer_ids(self) -> list[int]:
         with self.lock:
@@ -102,17 +116,16 @@ class Dataset:
     def first_invoice_dates(self) -> dict[int, date]:
         """Each invoiced customer's earliest DateIssued: the truth of the growth history."""
         with self.lock:
-            first: dict[int, date] = {}
-            for invoice in self._invoices.values():
-                owner = invoice.customer_id
-                if owner is not None and (owner not in first or invoice.date_issued < first[owner]):
-                    first[owner] = invoice.date_issued
-            return first
+            first: dict[int, int] = {}  # day ordinals
+            for owner, issued in zip(self._invoices.customers, self._invoices.issued, strict=True):
+                if owner != NO_CUSTOMER and (owner not in first or issued < first[owner]):
+                    first[owner] = issued
+            return {owner: date.fromordinal(day) for owner, day in first.items()}
 
     def uninvoiced_customer_ids(self) -> list[int]:
         """Customers with no invoice: giving one an invoice adds one to the true count."""
         with self.lock:
-            invoiced = {invoice.customer_id for invoice in self._invoices.values()}
+            invoiced = set(self._invoices.customers)
             return sorted(set(self._customers) - invoiced)
 
     # -- mutations -----------------------------------------------------------------
@@ -193,10 +206,7 @@ class Dataset:
                 else self._existing_customer(customer_id)
             )
             now = self._now()
-            new_id = 1 + max(
-                (max(self.tables[name].ids(), default=0) for name in ("jobs", "quotes")),
-                default=0,
-            )
+            new_id = 1 + max(self._jobs.last_id(), self._quotes.last_id())
             item = WorkItem(
                 id=new_id,
                 description=f"New {kind[:-1]} {new_id}",
@@ -206,7 +216,8 @@ class Dataset:
                 date_issued=build_date(now),
                 date_modified=now,
             )
-            self.tables[kind].put(self._work_row(item))
+            (self._jobs if kind == "jobs" else self._quotes).add(item)
+            self.tables[kind].put_index(item.id, item.date_modified)
             self._emit(kind[:-1], "created", new_id, now)
             return new_id
 
@@ -215,7 +226,7 @@ class Dataset:
         # is simply gone (webhooks are how a client learns about it).
         with self.lock:
             self._existing_invoice(invoice_id)
-            del self._invoices[invoice_id]
+            self._invoices.delete(invoice_id)
             self.tables["invoices"].remove(invoice_id)
             self._emit("invoice", "deleted", invoice_id, self._now())
 
@@ -241,24 +252,33 @@ class Dataset:
         return customer_id
 
     def _existing_invoice(self, invoice_id: int) -> Invoice:
-        invoice = self._invoices.get(invoice_id)
-        if invoice is None:
+        if invoice_id not in self._invoices:
             raise KeyError(f"invoice {invoice_id} not found")
-        return invoice
+        return self._invoices.get(invoice_id)
 
     def _store(self, invoice: Invoice) -> None:
-        self._invoices[invoice.id] = invoice
-        self.tables["invoices"].put(self._invoice_row(invoice))
+        self._invoices.put(invoice)
+        self.tables["invoices"].put_index(invoice.id, invoice.date_modified)
 
-    def _invoice_row(self, invoice: Invoice) -> Row:
+    # Renderers of the tables: a Row from the records, when a page shows it.
+
+    def _invoice_row(self, invoice_id: int) -> Row:
+        invoice = self._invoices.get(invoice_id)
         summary, detail = self._render.invoice(invoice)
         return Row(invoice.id, invoice.date_modified, summary, detail)
+
+    def _job_row(self, item_id: int) -> Row:
+        return self._work_row(self._jobs.get(item_id))
+
+    def _quote_row(self, item_id: int) -> Row:
+        return self._work_row(self._quotes.get(item_id))
 
     def _work_row(self, item: WorkItem) -> Row:
         summary, detail = self._render.work(item)
         return Row(item.id, item.date_modified, summary, detail)
 
-    def _customer_row(self, customer: Customer) -> Row:
+    def _customer_row(self, customer_id: int) -> Row:
+        customer = self._customers[customer_id]
         summary, detail = self._render.customer(customer)
         return Row(customer.id, customer.date_modified, summary, detail, kind=customer.kind)
 

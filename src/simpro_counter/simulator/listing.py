@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from .query import Filter, ListQuery
 from .records import JsonDict, pick
-from .table import Row, Table
+from .table import Row, RowView, Table
 
 _RANGE_OPS = frozenset({"eq", "gt", "ge", "lt", "le", "between"})
 
@@ -71,17 +70,16 @@ def _searched(filters: Sequence[Filter], *, ignore_id_filters: bool) -> list[Fil
 
 
 def _candidates(
-    table: Table, query: ListQuery, filters: list[Filter]
-) -> tuple[Sequence[Row], list[Filter]]:
-    """Rows in answer order that may match, and the filters still to check on them."""
-    if query.order or query.match_any:
-        return table.sorted_by(query.order), filters
+    table: Table, query: ListQuery, filters: list[Filter], modified_since: int | None
+) -> tuple[Sequence[int], list[Filter], bool]:
+    """IDs in answer order that may match, the filters still to check on their rows, and
+    whether `modified_since` is already applied (the indexes answer it in ID order)."""
+    if query.match_any or (query.order and query.order[0].path != "ID"):
+        return table.sorted_by(query.order), filters, False
     low, high, rest = _id_bounds(filters)
-    ids = table.ids()
-    start = 0 if low is None else bisect_left(ids, low)
-    stop = len(ids) if high is None else bisect_right(ids, high)
-    rows = table.ordered()
-    return (rows[start:stop] if start < stop else []), rest
+    descending = bool(query.order) and query.order[0].descending
+    ids = table.id_range(low, high, descending=descending, modified_since=modified_since)
+    return ids, rest, True
 
 
 def list_page(
@@ -101,12 +99,14 @@ def list_page(
     every filter on it (SimulatorConfig.ignore_id_filters).
     """
     searched = _searched(query.filters, ignore_id_filters=ignore_id_filters)
-    rows, filters = _candidates(table, query, searched)
-    # One pass per condition: plain comprehensions are the fastest scan Python has.
+    ids, filters, since_applied = _candidates(table, query, searched, modified_since)
+    # One pass per condition: plain comprehensions are the fastest scan Python has. Kind
+    # and DateModified come from the indexes; only other filters render rows.
     if kind is not None:
-        rows = [row for row in rows if row.kind == kind]
-    if modified_since is not None:
-        rows = [row for row in rows if row.modified >= modified_since]
+        ids = [row_id for row_id in ids if table.kind(row_id) == kind]
+    if modified_since is not None and not since_applied:
+        ids = [row_id for row_id in ids if table.modified(row_id) >= modified_since]
+    rows: Sequence[Row] = RowView(table, ids)
     if filters and query.match_any:
         rows = [row for row in rows if any(f.matches(row.keys(f.path)) for f in filters)]
     else:

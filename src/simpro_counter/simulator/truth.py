@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .records import Customer, Invoice, from_cents
+from .columns import NO_CUSTOMER
+from .records import Customer, from_cents
 
 
 @dataclass(frozen=True)
@@ -34,25 +35,24 @@ class Truth:
 
 
 def compute_truth(
-    invoices: Iterable[Invoice], customers: Iterable[Customer], jobs: int, quotes: int
+    invoice_customers: Sequence[int],
+    invoice_ex_tax: Iterable[int],
+    customers: Iterable[Customer],
+    jobs: int,
+    quotes: int,
 ) -> Truth:
-    count = 0
-    orphans = 0
-    revenue = 0  # cents
-    buyers: set[int] = set()
-    for invoice in invoices:
-        count += 1
-        revenue += invoice.ex_tax
-        if invoice.customer_id is None:
-            orphans += 1
-        else:
-            buyers.add(invoice.customer_id)
+    """Truth from the invoice columns: each invoice's customer (NO_CUSTOMER when it has
+    none) and ex-tax cents, in the same order. Whole-column operations (set, sum,
+    count) keep this to milliseconds at a million invoices."""
+    buyers = set(invoice_customers)
+    orphans = invoice_customers.count(NO_CUSTOMER)
+    buyers.discard(NO_CUSTOMER)
     kinds = [customer.kind for customer in customers]
     return Truth(
         customers=len(buyers),
-        invoices=count,
+        invoices=len(invoice_customers),
         invoices_without_customer=orphans,
-        revenue=from_cents(revenue),
+        revenue=from_cents(sum(invoice_ex_tax)),
         jobs=jobs,
         quotes=quotes,
         companies=kinds.count("company"),
