@@ -25,7 +25,6 @@ a partial count is never returned.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import math
 import time
 from dataclasses import dataclass
@@ -90,13 +89,6 @@ class ScanReport:
             "reconciled": self.reconciled,
             "cursor": self.cursor,
         }
-
-
-def ids_in(sorted_ids: list[int], id_range: IdRange) -> list[int]:
-    lo, hi = id_range
-    start = 0 if lo is None else bisect.bisect_left(sorted_ids, lo)
-    end = len(sorted_ids) if hi is None else bisect.bisect_right(sorted_ids, hi)
-    return sorted_ids[start:end]
 
 
 def range_filter(id_range: IdRange) -> dict[str, str]:
@@ -165,7 +157,7 @@ class _Scan:
         retries_before = self.client.stats.retries
         marks, cursor, (total_at_start, newest_at_start) = await self._read_all_pages()
         total, _ = await asyncio.gather(self.client.count(INVOICES), self._catch_up(cursor))
-        created = sum(1 for invoice_id in self.fold.ids() if invoice_id > newest_at_start)
+        created = self.fold.count_above(newest_at_start)
         deleted = total_at_start + created - total
         reread_all = deleted > 0
         rounds = 0
@@ -278,7 +270,7 @@ class _Scan:
             self.pages += 1
             records.extend(page.records)
         # Forget every invoice held in the range, then take what Simpro holds there now.
-        for invoice_id in ids_in(self.fold.ids(), id_range):
+        for invoice_id in self.fold.ids_between(*id_range):
             self.fold.remove(invoice_id)
         for record in records:
             self._apply(record, f"invoices {id_range}")
@@ -288,7 +280,7 @@ class _Scan:
         """Halve the range until the ranges whose counts differ are small, then re-read them."""
         if known_total is None:
             known_total = await self.client.count(INVOICES, params=range_filter(id_range))
-        local = ids_in(self.fold.ids(), id_range)
+        local = self.fold.ids_between(*id_range)
         if len(local) == known_total:
             return
         if known_total <= self.client.config.page_size or len(local) < 2:
