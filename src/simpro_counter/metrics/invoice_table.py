@@ -210,7 +210,9 @@ class InvoiceTable:
     def count_above(self, invoice_id: int) -> int:
         """How many IDs held are greater than `invoice_id`."""
         start = bisect_right(self._keys, invoice_id)
-        in_columns = len(self._keys) - start - self._flags[start:].count(0)
+        in_columns = len(self._keys) - start
+        if self._removed:
+            in_columns -= self._flags[start:].count(0)
         return in_columns + sum(1 for key in chain(self._side, self._wide) if key > invoice_id)
 
     # --- internals -------------------------------------------------------------------

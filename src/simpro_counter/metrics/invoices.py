@@ -113,7 +113,8 @@ class InvoiceFold:
 
     Adding is O(log n) (O(1) for a new highest ID); :meth:`customers`, :meth:`invoices`
     and :meth:`revenue` are O(1); :meth:`first_invoice_date_by_customer` is O(invoices).
-    Do not change the fold while iterating :meth:`counted`.
+    Do not change the fold while iterating :meth:`counted`. `storage` is for tests (an
+    `InvoiceTable` with small thresholds takes every storage path on small inputs).
     """
 
     def __init__(
