@@ -73,7 +73,6 @@ from simpro_counter.scan_report import (
     NullObserver,
     ScanObserver,
     ScanReport,
-    ids_in,
     page_ranges,
     range_filter,
 )
@@ -86,7 +85,6 @@ __all__ = [
     "IdRange",
     "ScanObserver",
     "ScanReport",
-    "ids_in",
     "range_filter",
     "scan_customers",
     "scan_invoices",
@@ -199,7 +197,7 @@ class _Scan:
         await _together(count(), self._catch_up(cursor))
         total = counted[0]
         newest_at_start = snapshot.newest_id
-        created = sum(1 for invoice_id in self.fold.ids() if invoice_id > newest_at_start)
+        created = self.fold.count_above(newest_at_start)
         deleted = snapshot.total + created - total
         reread_all = deleted > 0
         rounds = 0
@@ -334,7 +332,7 @@ class _Scan:
             if isinstance(pages, AsyncGenerator):
                 await pages.aclose()
         # Forget every invoice held in the range, then take what Simpro holds there now.
-        for invoice_id in ids_in(self.fold.ids(), id_range):
+        for invoice_id in self.fold.ids_between(*id_range):
             self.fold.remove(invoice_id)
         for record in records:
             self._apply(record, f"invoices {id_range}")
@@ -353,7 +351,7 @@ class _Scan:
         """Halve the range until the ranges whose counts differ are small, then re-read them."""
         if known_total is None:
             known_total = await self._range_count(id_range)
-        local = ids_in(self.fold.ids(), id_range)
+        local = self.fold.ids_between(*id_range)
         if len(local) == known_total:
             return
         if known_total <= self.client.config.page_size or len(local) < 2:
@@ -383,7 +381,7 @@ class _Scan:
                     self.fold.remove(invoice_id)
             # Held: the pass's invoices up to the first snapshot's newest (creations come
             # from the second snapshot, which knows which of them still exist).
-            for invoice_id in ids_in(self.fold.ids(), (before.newest_id + 1, None)):
+            for invoice_id in self.fold.ids_between(before.newest_id + 1, None):
                 self.fold.remove(invoice_id)
             held = len(self.fold)
             await self._catch_up(cursor, known_only=True)

@@ -5,7 +5,6 @@ Kept apart from :mod:`simpro_counter.scan`, whose one job is the proof.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -83,13 +82,6 @@ class NullObserver:
 
     def reconciling(self, reason: str) -> None:
         pass
-
-
-def ids_in(sorted_ids: list[int], id_range: IdRange) -> list[int]:
-    lo, hi = id_range
-    start = 0 if lo is None else bisect.bisect_left(sorted_ids, lo)
-    end = len(sorted_ids) if hi is None else bisect.bisect_right(sorted_ids, hi)
-    return sorted_ids[start:end]
 
 
 def range_filter(id_range: IdRange) -> dict[str, str]:

@@ -25,6 +25,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from simpro_counter.errors import SimproDataError
 from simpro_counter.ids import parse_id
+from simpro_counter.metrics.invoice_table import MISSING, InvoiceTable, Previous, Row
 
 CENT = Decimal("0.01")
 # No real invoice comes near ten trillion; an amount beyond it is broken data, refused
@@ -98,27 +99,30 @@ class InvoiceFold:
     """Customers, invoices and revenue over a set of invoices keyed by ID.
 
     Every invoice added is held, counted or not: an invoice the filter leaves out is held
-    as `None`, so `len(fold)` is the number of distinct invoices seen, which a scan
+    as "not counted", so `len(fold)` is the number of distinct invoices seen, which a scan
     compares with Simpro's `Result-Total` to prove it is complete, while
     :meth:`invoices` counts only those that pass the filter.
 
-    Memory: per invoice the fold keeps only a dict entry `ID -> (customer ID, ex-tax cents,
-    date issued)`. Customer IDs and dates are interned (one object per distinct customer or
-    day, shared by all its invoices), so the cost per invoice is the dict slot, the key int,
-    the 3-tuple and the cents int: measured with tracemalloc at 186 bytes per invoice over
-    100,000 invoices (18.6 MB, 5,000 customers), see tests/test_metrics_invoices.py. The
-    records themselves are not kept.
+    Memory: per invoice the fold keeps only its ID, customer ID, ex-tax cents, day issued
+    and whether it counts, in the fixed-width columns of an
+    :class:`~simpro_counter.metrics.invoice_table.InvoiceTable` (29 bytes plus growth
+    slack), and per distinct customer one dict entry (its number of invoices held):
+    measured with tracemalloc at 32 bytes per invoice over 100,000 invoices and 5,000
+    customers (see tests/test_metrics_invoices.py and bench/scan_memory.py). The records
+    themselves are not kept.
 
-    Adding is O(1); :meth:`customers`, :meth:`invoices` and :meth:`revenue` are O(1);
-    :meth:`first_invoice_date_by_customer` is O(invoices).
+    Adding is O(log n) (O(1) for a new highest ID); :meth:`customers`, :meth:`invoices`
+    and :meth:`revenue` are O(1); :meth:`first_invoice_date_by_customer` is O(invoices).
+    Do not change the fold while iterating :meth:`counted`. `storage` is for tests (an
+    `InvoiceTable` with small thresholds takes every storage path on small inputs).
     """
 
-    def __init__(self, invoice_filter: InvoiceFilter | None = None) -> None:
+    def __init__(
+        self, invoice_filter: InvoiceFilter | None = None, *, storage: InvoiceTable | None = None
+    ) -> None:
         self.filter = invoice_filter or InvoiceFilter()
-        self._invoices: dict[int, InvoiceEntry | None] = {}  # None: seen, left out by the filter
+        self._table = InvoiceTable() if storage is None else storage
         self._invoices_of: dict[int, int] = {}  # customer ID -> number of its invoices held
-        self._dates: dict[date, date] = {}  # interning: one date object per day
-        self._customer_ids: dict[int, int] = {}  # interning: one int object per customer
         self._cents = 0
         self._without_customer = 0
         self._counted = 0
@@ -141,27 +145,21 @@ class InvoiceFold:
     def parse(
         self, record: Mapping[str, object], where: str = "invoice"
     ) -> tuple[int, InvoiceEntry | None]:
-        """:func:`parse_invoice` under this fold's filter, with customer IDs and dates
-        interned (one object per customer or day, shared by all its invoices)."""
-        invoice_id, entry = parse_invoice(record, self.filter, where)
-        if entry is None:
-            return invoice_id, None
-        customer, cents, issued = entry
-        if customer is not None:
-            customer = self._customer_ids.setdefault(customer, customer)
-        if issued is not None:
-            issued = self._dates.setdefault(issued, issued)
-        return invoice_id, (customer, cents, issued)
+        """:func:`parse_invoice` under this fold's filter (nothing changes)."""
+        return parse_invoice(record, self.filter, where)
 
     def put(self, invoice_id: int, entry: InvoiceEntry | None) -> None:
         """Hold `entry` for the invoice, replacing what was held (None: not counted)."""
-        self.remove(invoice_id)
-        self._invoices[invoice_id] = entry
-        if entry is None:
+        row: Row | None = None
+        if entry is not None:
+            customer, cents, issued = entry
+            row = (customer, cents, None if issued is None else issued.toordinal())
+        self._forget(self._table.put(invoice_id, row))
+        if row is None:
             return
-        customer, cents, _ = entry
+        customer = row[0]
         self._counted += 1
-        self._cents += cents
+        self._cents += row[1]
         if customer is None:
             self._without_customer += 1
         else:
@@ -173,12 +171,15 @@ class InvoiceFold:
 
     def remove(self, invoice_id: int) -> bool:
         """Forget a (deleted) invoice; False when it was not held."""
-        if invoice_id not in self._invoices:
-            return False
-        entry = self._invoices.pop(invoice_id)
-        if entry is None:
-            return True
-        customer, cents, _ = entry
+        previous = self._table.pop(invoice_id)
+        self._forget(previous)
+        return previous is not MISSING
+
+    def _forget(self, previous: Previous) -> None:
+        """Take an invoice no longer held out of the totals."""
+        if previous is None or previous is MISSING:
+            return
+        customer, cents, _ = previous
         self._counted -= 1
         self._cents -= cents
         if customer is None:
@@ -189,7 +190,6 @@ class InvoiceFold:
                 self._invoices_of[customer] = left
             else:
                 del self._invoices_of[customer]
-        return True
 
     # --- results ---------------------------------------------------------------------
 
@@ -218,37 +218,52 @@ class InvoiceFold:
         skipped; a customer all of whose invoices lack a date is left out, so
         :meth:`undated_customers` tells how many customers the history cannot place.
         """
-        first: dict[int, date] = {}
-        for entry in self._invoices.values():
-            if entry is None:
-                continue
-            customer, _, issued = entry
-            if customer is None or issued is None:
-                continue
+        first: dict[int, int] = {}
+        for customer, day in self._table.counted_customer_days():
             known = first.get(customer)
-            if known is None or issued < known:
-                first[customer] = issued
-        return first
+            if known is None or day < known:
+                first[customer] = day
+        return {customer: date.fromordinal(day) for customer, day in first.items()}
 
     def undated_customers(self) -> int:
         return self.customers() - len(self.first_invoice_date_by_customer())
 
     def __len__(self) -> int:
         """Distinct invoices held, counted or not (what Simpro's Result-Total counts)."""
-        return len(self._invoices)
+        return len(self._table)
 
     def __contains__(self, invoice_id: object) -> bool:
-        return invoice_id in self._invoices
+        return invoice_id in self._table
 
     def ids(self) -> list[int]:
         """The invoice IDs held (counted or not), ascending."""
-        return sorted(self._invoices)
+        return self._table.ids_between()
+
+    def ids_between(self, low: int | None, high: int | None) -> list[int]:
+        """The invoice IDs held from `low` to `high` (inclusive; None: unbounded), ascending.
+
+        Cheaper than filtering :meth:`ids`: only the range is copied out.
+        """
+        return self._table.ids_between(low, high)
+
+    def count_above(self, invoice_id: int) -> int:
+        """How many invoices held have an ID greater than `invoice_id` (e.g. created
+        since the scan began), without copying the IDs out."""
+        return self._table.count_above(invoice_id)
 
     def counted(self) -> Iterator[tuple[int, InvoiceEntry]]:
         """(invoice ID, entry) of every counted invoice, in no particular order."""
-        for invoice_id, entry in self._invoices.items():
-            if entry is not None:
-                yield invoice_id, entry
+        dates: dict[int, date] = {}  # one date object per day, however many invoices
+        for invoice_id, row in self._table.items():
+            if row is None:
+                continue
+            customer, cents, day = row
+            issued = None
+            if day is not None:
+                issued = dates.get(day)
+                if issued is None:
+                    issued = dates[day] = date.fromordinal(day)
+            yield invoice_id, (customer, cents, issued)
 
 
 def parse_invoice(
