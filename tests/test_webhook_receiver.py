@@ -295,7 +295,7 @@ async def test_valid_delivery_is_queued(redis_url: str, caplog: pytest.LogCaptur
         triggered = _now()
         with caplog.at_level(logging.INFO, logger="simpro_counter"):
             answer = await _post(client, _body(_payload(triggered=triggered)))
-        # 200, not 202 since issue 11: Simpro is answered 200 for every signed delivery.
+        # 200 (earlier versions answered 202): Simpro is answered 200 for every signed delivery.
         assert answer.status_code == 200
         assert answer.json() == {
             "accepted": True,
@@ -406,7 +406,7 @@ async def test_malformed_and_too_large(redis_url: str) -> None:
 async def test_signed_events_the_service_does_not_use_are_acknowledged_and_not_queued(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Until issue 11 an unknown event answered 422: Simpro's policy for failed deliveries is
+    # Earlier versions answered an unknown event 422: Simpro's policy for failed deliveries is
     # unpublished, so every signed delivery now gets 200.
     async with webhook_app(_settings(redis_url)) as (app, client):
         with caplog.at_level(logging.DEBUG, logger="simpro_counter"):

@@ -1,4 +1,4 @@
-"""Webhooks as Simpro sends them (issue 11), end to end: simulator → webhook → worker → API.
+"""Webhooks as Simpro sends them, end to end: simulator → webhook → worker → API.
 
 Deliveries are signed and POSTed to the service over HTTP as Simpro would send them;
 the worker fetches from the simulator. Where Simpro's behaviour is unverified (a record

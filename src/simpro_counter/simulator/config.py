@@ -42,7 +42,7 @@ class SimulatorConfig:
     # None = no subscription until one is made through setup/webhooks/.
     webhook_url: str | None = None
     webhook_secret: str = "demo-webhook-secret"
-    # Strictness (issue 11): as strict and as lax as Simpro, and both ways where unverified.
+    # Strictness: as strict and as lax as Simpro, and both ways where unverified.
     # A filter or orderby on a field the list lacks: "ignore" it, as Simpro does (a typo
     # returns every record), or "reject" it with 422.
     unknown_query_fields: UnknownFields = "ignore"
