@@ -1,4 +1,4 @@
-"""The invoice fold as it was before its compact storage (a dict of Python tuples), kept only so that
+"""The invoice fold before its compact storage (a dict of Python tuples), kept only so that
 `bench/scan_memory.py` can measure the compact fold against it in the same run.
 
 Copied from `simpro_counter/metrics/invoices.py` at the commit before the compact storage;
