@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
-from simpro_counter.simpro.client import Record
+from simpro_counter.simpro.answers import Record
 
 Ignored = Literal["ID filters", "If-Modified-Since"]
 ID_FILTERS: Ignored = "ID filters"

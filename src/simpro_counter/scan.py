@@ -77,7 +77,7 @@ from simpro_counter.scan_report import (
     range_filter,
 )
 from simpro_counter.simpro import SimproClient
-from simpro_counter.simpro.client import Page, Params, Record
+from simpro_counter.simpro.answers import Page, Params, Record
 
 __all__ = [
     "INVOICES",

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -25,6 +23,15 @@ from simpro_counter.errors import (
     SimproRequestError,
     SimproUnavailableError,
 )
+from simpro_counter.simpro.answers import (
+    Page,
+    Params,
+    Record,
+    RequestStats,
+    int_header,
+    records_of,
+    simpro_message,
+)
 from simpro_counter.simpro.auth import ApiKeyAuth, ClientCredentialsAuth
 from simpro_counter.simpro.config import SimproConfig
 from simpro_counter.simpro.limiter import RateLimiter
@@ -35,33 +42,6 @@ from simpro_counter.simpro.retry import (
     describe,
     parse_retry_after,
 )
-
-Record = dict[str, Any]
-Params = Mapping[str, str | int]
-
-
-@dataclass
-class RequestStats:
-    """What the client has sent so far; every attempt of a retried request counts."""
-
-    requests: int = 0
-    retries: int = 0
-    by_status: Counter[int] = field(default_factory=Counter)
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a list endpoint with the headers that describe the whole list."""
-
-    number: int
-    records: list[Record]
-    total: int | None
-    """`Result-Total`: records in the whole list, as Simpro counted them for this answer."""
-    page_count: int | None
-    """`Result-Pages`, when Simpro sends it."""
-    date: str | None
-    """The response's `Date` header: the cursor for a later `If-Modified-Since`."""
-    not_modified: bool = False
 
 
 class SimproClient:
@@ -140,9 +120,9 @@ class SimproClient:
             return Page(number, [], 0, 0, response.headers.get("Date"), not_modified=True)
         return Page(
             number=number,
-            records=_records(body, f"GET {path} page {number}"),
-            total=_int_header(response, "Result-Total"),
-            page_count=_int_header(response, "Result-Pages"),
+            records=records_of(body, f"GET {path} page {number}"),
+            total=int_header(response, "Result-Total"),
+            page_count=int_header(response, "Result-Pages"),
             date=response.headers.get("Date"),
         )
 
@@ -358,16 +338,16 @@ class SimproClient:
         if status == httpx.codes.NOT_MODIFIED:
             return response, []
         if status >= httpx.codes.INTERNAL_SERVER_ERROR:
-            raise TransientError(f"{status} {response.reason_phrase}: {_simpro_message(response)}")
+            raise TransientError(f"{status} {response.reason_phrase}: {simpro_message(response)}")
         if status in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
             raise SimproAuthError(
                 f"{status} {response.reason_phrase} from Simpro for {method} {path}: "
-                f"{_simpro_message(response)}; check {self.config.credential_setting}"
+                f"{simpro_message(response)}; check {self.config.credential_setting}"
             )
         if status >= httpx.codes.BAD_REQUEST:
             raise SimproRequestError(
                 f"{status} {response.reason_phrase} from Simpro for {method} {path}: "
-                f"{_simpro_message(response)}",
+                f"{simpro_message(response)}",
                 status=status,
             )
         if status == httpx.codes.NO_CONTENT or not response.content:
@@ -379,44 +359,3 @@ class SimproClient:
             raise TransientError(
                 f"{status} with an invalid JSON body ({len(response.content)} bytes)"
             ) from None
-
-
-def _records(body: Any, where: str) -> list[Record]:
-    if not isinstance(body, list):
-        raise SimproDataError(f"{where} sent {type(body).__name__}, not a JSON array")
-    for index, record in enumerate(body):
-        if not isinstance(record, dict):
-            kind = type(record).__name__
-            raise SimproDataError(f"{where}: item {index} is {kind}, not an object")
-    return body
-
-
-def _int_header(response: httpx.Response, name: str) -> int | None:
-    value = response.headers.get(name)
-    if value is None:
-        return None
-    try:
-        return int(value.strip())
-    except ValueError:
-        return None
-
-
-def _simpro_message(response: httpx.Response) -> str:
-    """Simpro's own words from an error body (`{"errors": [{"message": ...}]}` or similar)."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = response.text.strip()
-        return text[:200] if text and not text.startswith("<") else "no details"
-    messages: list[str] = []
-    if isinstance(body, dict):
-        errors = body.get("errors")
-        if isinstance(errors, list):
-            for error in errors:
-                if isinstance(error, dict) and error.get("message"):
-                    path = f"{error['path']}: " if error.get("path") else ""
-                    messages.append(f"{path}{error['message']}")
-        for key in ("message", "error_description", "error"):
-            if not messages and isinstance(body.get(key), str):
-                messages.append(body[key])
-    return "; ".join(messages)[:300] or "no details"

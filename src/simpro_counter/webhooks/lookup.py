@@ -20,7 +20,7 @@ from simpro_counter.errors import SimproDataError
 from simpro_counter.ids import parse_id
 from simpro_counter.metrics import scan_columns
 from simpro_counter.simpro import SimproClient
-from simpro_counter.simpro.client import Record
+from simpro_counter.simpro.answers import Record
 
 log = logging.getLogger("simpro_counter.webhooks")
 
