@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from simpro_counter.keys import Keys
 from simpro_counter.metrics import InvoiceFold
+from simpro_counter.metrics.invoice_table import InvoiceTable
 from simpro_counter.metrics.invoices import InvoiceEntry
 from simpro_counter.store.ledger import InvoiceLedgerStore
 from tests.ledger_reads import read_customer_values, read_entries, read_first_invoice_dates
@@ -51,6 +52,19 @@ class ChangingSource:
         yield from self.entries
         if self.reads > 1:
             yield 10**9, (None, 1, None)
+
+
+def test_a_fold_yields_its_counted_invoices_in_id_order_again_and_again() -> None:
+    """Also those waiting in the table's side dict (far from the end) or beyond int64."""
+    fold = InvoiceFold(storage=InvoiceTable(short_tail=2, merge_at=10**6))
+    order = [*range(100, 200), *range(1, 100, 3), 2**70, -(2**70), *range(50, 60)]
+    for invoice_id in order:
+        fold.put(invoice_id, entry_of(invoice_id, 7) if invoice_id % 5 else None)
+    fold.remove(150)
+    counted = fold.counted()
+    ids = [invoice_id for invoice_id, _ in counted]
+    assert ids == sorted({i for i in order if i % 5 and i != 150})
+    assert [invoice_id for invoice_id, _ in counted] == ids  # a second read, the same
 
 
 async def building_keys(client: aioredis.Redis) -> list[str]:
