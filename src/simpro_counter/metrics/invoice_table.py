@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from enum import Enum
 from heapq import merge
 from itertools import chain
+from operator import itemgetter
 
 # One counted invoice as stored: (customer ID or None, ex-tax cents, day ordinal or None).
 Row = tuple[int | None, int, int | None]
@@ -168,13 +169,13 @@ class InvoiceTable:
     # --- reading ---------------------------------------------------------------------
 
     def items(self) -> Iterator[tuple[int, Held]]:
-        """(invoice ID, what is held) for every invoice held, in no particular order."""
+        """(invoice ID, what is held) for every invoice held, ascending by ID (what lets
+        the ledger rebuild fill each of its buckets in one go)."""
         read = self._read
-        for slot, flags in enumerate(self._flags):
-            if flags:
-                yield self._keys[slot], read(slot)
-        yield from self._side.items()
-        yield from self._wide.items()
+        keys = self._keys
+        in_columns = ((keys[slot], read(slot)) for slot, flags in enumerate(self._flags) if flags)
+        others = sorted(chain(self._side.items(), self._wide.items()), key=itemgetter(0))
+        yield from merge(in_columns, others, key=itemgetter(0)) if others else in_columns
 
     def counted_customer_days(self) -> Iterator[tuple[int, int]]:
         """(customer ID, day ordinal) of every counted invoice that has both."""

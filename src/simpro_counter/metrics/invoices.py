@@ -251,8 +251,19 @@ class InvoiceFold:
         since the scan began), without copying the IDs out."""
         return self._table.count_above(invoice_id)
 
-    def counted(self) -> Iterator[tuple[int, InvoiceEntry]]:
-        """(invoice ID, entry) of every counted invoice, in no particular order."""
+    def counted(self) -> CountedInvoices:
+        """(invoice ID, entry) of every counted invoice, ascending by ID; iterable more
+        than once (the ledger rebuild reads it twice rather than copy it)."""
+        return CountedInvoices(self._table)
+
+
+class CountedInvoices:
+    """The counted invoices of a fold, read from its table afresh on each iteration."""
+
+    def __init__(self, table: InvoiceTable) -> None:
+        self._table = table
+
+    def __iter__(self) -> Iterator[tuple[int, InvoiceEntry]]:
         dates: dict[int, date] = {}  # one date object per day, however many invoices
         for invoice_id, row in self._table.items():
             if row is None:

@@ -30,9 +30,10 @@ state from a full scan without any window in which a reader sees a wrong count
 (temporary keys, then one swap script), and replays the events that arrived while the
 scan ran.
 
-The rooms: `encoding` (the entry and day formats), `scripts` (the Lua, with named keys),
-`results` (what the operations answer), `store` (`InvoiceLedgerStore`, and the one
-translation of Redis errors into `StoreError`).
+The rooms: `encoding` (the entry and day formats), `plan` (the rebuild's two streaming
+passes over the scan's entries, so the new ledger is never held whole in the process),
+`scripts` (the Lua, with named keys), `results` (what the operations answer), `store`
+(`InvoiceLedgerStore`, and the one translation of Redis errors into `StoreError`).
 """
 
 from simpro_counter.errors import LedgerJournalGapError

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Iterable
 from datetime import date
 from typing import Final
 
@@ -73,15 +74,20 @@ def day_of(number: int) -> date:
     return date.fromordinal(number + _EPOCH_ORDINAL)
 
 
+def check_cents(cents: int) -> None:
+    """ValueError for an amount a Redis counter could not hold (checked before anything
+    is written: a Lua script failing half-way would leave the counts inconsistent)."""
+    if not -_MAX_CENTS < cents < _MAX_CENTS:
+        raise ValueError(f"{cents} cents is beyond what the ledger can add up exactly")
+
+
 def encode_entry(entry: InvoiceEntry) -> str:
     """`customerID|cents|day`, customer and day empty when unknown.
 
-    Raises ValueError for an amount a Redis counter could not hold, before anything is
-    written (a Lua script failing half-way would leave the counts inconsistent).
+    Raises ValueError for an amount a Redis counter could not hold (`check_cents`).
     """
     customer, cents, issued = entry
-    if not -_MAX_CENTS < cents < _MAX_CENTS:
-        raise ValueError(f"{cents} cents is beyond what the ledger can add up exactly")
+    check_cents(cents)
     return (
         f"{'' if customer is None else int(customer)}|{int(cents)}|"
         f"{'' if issued is None else day_number(issued)}"
@@ -100,11 +106,14 @@ def decode_entry(text: str) -> InvoiceEntry:
 
 def encode_customer(invoices: int, days: Counter[date]) -> str:
     """A customer's value: `n|days`, e.g. `3|19723,19800=2` (one undated invoice: `1|`)."""
-    items = (
-        str(day_number(day)) if n == 1 else f"{day_number(day)}={n}"
-        for day, n in sorted(days.items())
-        if n > 0
+    return encode_day_counts(
+        invoices, ((day_number(day), n) for day, n in sorted(days.items()) if n > 0)
     )
+
+
+def encode_day_counts(invoices: int, day_counts: Iterable[tuple[int, int]]) -> str:
+    """`encode_customer` from (day number, invoices on it) pairs, ascending, each n > 0."""
+    items = (str(day) if n == 1 else f"{day}={n}" for day, n in day_counts)
     return f"{invoices}|{','.join(items)}"
 
 

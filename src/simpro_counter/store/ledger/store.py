@@ -7,9 +7,11 @@ place that maps them, so callers catch `StoreError` only.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -26,7 +28,6 @@ from simpro_counter.keys import (
 from simpro_counter.metrics.invoices import InvoiceEntry
 from simpro_counter.store.circuit import describe
 from simpro_counter.store.ledger.encoding import (
-    BUCKET_SIZE,
     DELETED,
     DELETED_MARK,
     Deleted,
@@ -34,7 +35,12 @@ from simpro_counter.store.ledger.encoding import (
     decode_entry,
     encode_entry,
 )
-from simpro_counter.store.ledger.plan import Bucket, RebuildPlan, plan_rebuild
+from simpro_counter.store.ledger.plan import (
+    Bucket,
+    LedgerSurvey,
+    customer_batches,
+    entry_batches,
+)
 from simpro_counter.store.ledger.results import (
     OUTCOMES,
     FirstDays,
@@ -44,8 +50,12 @@ from simpro_counter.store.ledger.results import (
 )
 from simpro_counter.store.ledger.scripts import APPLY, SWAP, apply_keys, swap_keys
 
-# Fields per HSET of the long customers and first days (the buckets take one HSET each).
+# Fields per HSET of the long customers and first days (the buckets take one HSET each),
+# and members per SADD.
 _FIELDS_PER_COMMAND = 1_000
+# Entries the first pass reads between two returns to the event loop (a few ms): the
+# refresh lock's heartbeat runs on the same loop and must not starve.
+_ENTRIES_PER_YIELD = 5_000
 
 
 @contextmanager
@@ -140,10 +150,14 @@ class InvoiceLedgerStore:
         """Replace the whole ledger with the result of a full scan, atomically for readers.
 
         `entries` are the invoices the scan counted (`InvoiceFold.counted()`), each ID
-        once. They are written into temporary keys (batched HSETs in pipelines; they
-        expire after `LEDGER_BUILD_TTL_SECONDS` should this process die), then one Lua
-        script renames them over the live keys and sets the counts: a reader sees either
-        the old counts or the new ones, never anything in between.
+        once, best in ID order. They are read twice and never held whole (`plan`): a
+        first pass checks them (a ValueError for an amount no counter can hold comes
+        before anything is written) and sums them, a second writes them into temporary
+        keys a batch at a time (HSETs in pipelines; they expire after
+        `LEDGER_BUILD_TTL_SECONDS` should this process die). A one-shot iterator is
+        copied into a list first. Then one Lua script renames the temporary keys over
+        the live ones and sets the counts: a reader sees either the old counts or the
+        new ones, never anything in between. Do not change `entries` meanwhile.
 
         Events must not be lost: read `version()` *before* the scan starts and pass it
         as `journal_from`. The same swap script then re-applies, in order, every
@@ -156,13 +170,19 @@ class InvoiceLedgerStore:
         `journal_from=None` the scan's state is taken as is and events applied during
         the scan are overwritten.
         """
-        token = secrets.token_hex(8)
-        building = self.keys.building(token)
-        plan = plan_rebuild(entries)  # a bad entry raises here, before any write
+        source = _readable_twice(entries)
+        survey = LedgerSurvey()
+        # Pass 1, no write yet: a bad entry raises here, before any temporary key exists.
+        for done, (_, entry) in enumerate(source, 1):
+            survey.add(entry)
+            if done % _ENTRIES_PER_YIELD == 0:
+                await asyncio.sleep(0)  # let the refresh lock's heartbeat run
+        building = self.keys.building(secrets.token_hex(8))
+        written = _WrittenBuckets(set(), set())
         with _translated("rebuild from a full scan"):
             try:
-                await self._write_building(building, plan)
-                totals = plan.counts
+                await self._write_building(building, source, survey, written)
+                totals = survey.counts()
                 reply = await self._swap(
                     keys=swap_keys(self.keys, building),
                     args=[
@@ -175,7 +195,7 @@ class InvoiceLedgerStore:
                 )
             finally:
                 # Gone after a successful swap (renamed); removes the leftovers otherwise.
-                await self._delete_building(building, plan)
+                await self._delete_building(building, written)
         if reply[0] == "gap":
             raise LedgerJournalGapError(
                 f"The ledger journal starts at version {reply[1]}, after {journal_from}: "
@@ -200,35 +220,52 @@ class InvoiceLedgerStore:
             for field, text in fields.items():
                 yield slot_id(bucket, str(field)), decode_entry(str(text))
 
-    async def _write_building(self, building: LedgerBuildingKeys, plan: RebuildPlan) -> None:
-        """Fill the temporary keys: a bucket per HSET, many HSETs per round trip."""
-        await self._delete_building(building, plan)
-        await self._write_buckets(building.entry_bucket, plan.entry_buckets)
-        await self._write_buckets(building.customer_bucket, plan.customer_buckets)
-        await self._write_hash(building.customer_long, _chunked(plan.customer_long.items()))
-        await self._write_hash(building.first_day_numbers, _chunked(plan.first_day_numbers.items()))
-        await self._write_set(building.entry_buckets, sorted(plan.entry_buckets))
-        await self._write_set(building.customer_buckets, sorted(plan.customer_buckets))
+    async def _write_building(
+        self,
+        building: LedgerBuildingKeys,
+        entries: Iterable[tuple[int, InvoiceEntry]],
+        survey: LedgerSurvey,
+        written: _WrittenBuckets,
+    ) -> None:
+        """Fill the temporary keys, a batch at a time (pass 2 of the entries).
 
-    async def _write_buckets(self, stem: str, buckets: dict[str, Bucket]) -> None:
-        """One HSET and one EXPIRE per bucket, `batch_size` fields per round trip."""
-        per_batch = max(1, self.batch_size // BUCKET_SIZE)
-        numbers = sorted(buckets)
-        for start in range(0, len(numbers), per_batch):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for bucket in numbers[start : start + per_batch]:
-                    key = f"{stem}:{bucket}"
-                    fields: dict[FieldT, EncodableT] = dict(buckets[bucket].items())
-                    pipe.hset(key, mapping=fields)
-                    pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
-                await pipe.execute()
+        Each batch of buckets is written (a bucket per HSET, one pipeline per batch)
+        before the next is encoded, so the process holds one batch, not the ledger.
+        """
+        for batch in entry_batches(entries, self.batch_size, survey.counts()):
+            await self._write_buckets(
+                building.entry_bucket, building.entry_buckets, batch, written.entries
+            )
+        for customers in customer_batches(survey.customer_values(), self.batch_size):
+            await self._write_buckets(
+                building.customer_bucket,
+                building.customer_buckets,
+                customers.buckets,
+                written.customers,
+            )
+            await self._write_hash(building.customer_long, _chunked(customers.long.items()))
+        await self._write_hash(
+            building.first_day_numbers, _chunked(survey.first_day_numbers().items())
+        )
 
-    async def _write_set(self, key: str, members: list[str]) -> None:
-        for start in range(0, len(members), _FIELDS_PER_COMMAND):
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.sadd(key, *members[start : start + _FIELDS_PER_COMMAND])
+    async def _write_buckets(
+        self, stem: str, index: str, buckets: dict[str, Bucket], written: set[str]
+    ) -> None:
+        """One HSET and one EXPIRE per bucket, and the buckets added to the `index` set,
+        in one pipeline. `written` learns the buckets before they are sent, so a failure
+        half-way still removes them."""
+        names = sorted(buckets)
+        written.update(names)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for bucket in names:
+                key = f"{stem}:{bucket}"
+                fields: dict[FieldT, EncodableT] = dict(buckets[bucket].items())
+                pipe.hset(key, mapping=fields)
                 pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
-                await pipe.execute()
+            for start in range(0, len(names), _FIELDS_PER_COMMAND):
+                pipe.sadd(index, *names[start : start + _FIELDS_PER_COMMAND])
+            pipe.expire(index, LEDGER_BUILD_TTL_SECONDS)
+            await pipe.execute()
 
     async def _write_hash(self, key: str, chunks: list[dict[FieldT, EncodableT]]) -> None:
         commands_per_batch = max(1, self.batch_size // _FIELDS_PER_COMMAND)
@@ -240,15 +277,34 @@ class InvoiceLedgerStore:
                 pipe.expire(key, LEDGER_BUILD_TTL_SECONDS)
                 await pipe.execute()
 
-    async def _delete_building(self, building: LedgerBuildingKeys, plan: RebuildPlan) -> None:
+    async def _delete_building(
+        self, building: LedgerBuildingKeys, written: _WrittenBuckets
+    ) -> None:
         """Remove the rebuild's temporary keys (gone already after a successful swap)."""
         keys = [
             *building.singles(),
-            *(f"{building.entry_bucket}:{b}" for b in plan.entry_buckets),
-            *(f"{building.customer_bucket}:{b}" for b in plan.customer_buckets),
+            *(f"{building.entry_bucket}:{b}" for b in written.entries),
+            *(f"{building.customer_bucket}:{b}" for b in written.customers),
         ]
         for start in range(0, len(keys), _FIELDS_PER_COMMAND):
             await self.client.unlink(*keys[start : start + _FIELDS_PER_COMMAND])
+
+
+@dataclass(frozen=True)
+class _WrittenBuckets:
+    """The buckets a rebuild has sent (one short string per 100 invoices): what to remove
+    should it fail."""
+
+    entries: set[str]
+    customers: set[str]
+
+
+def _readable_twice(
+    entries: Iterable[tuple[int, InvoiceEntry]],
+) -> Iterable[tuple[int, InvoiceEntry]]:
+    """`entries` if it can be read twice (a collection, `InvoiceFold.counted()`); a
+    one-shot iterator is copied into a list first, which holds it whole."""
+    return list(entries) if isinstance(entries, Iterator) else entries
 
 
 def _chunked(items: Iterable[tuple[object, object]]) -> list[dict[FieldT, EncodableT]]:
