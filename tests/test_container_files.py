@@ -164,6 +164,12 @@ def test_the_image_listens_on_every_interface_as_a_user_on_its_volume() -> None:
     assert "/healthz" in " ".join(exec_form("HEALTHCHECK"))
 
 
+def test_the_uid_docs_deploy_tells_volumes_to_allow_is_the_images() -> None:
+    (uid,) = re.findall(r"--uid (\d+)", dict(final_stage())["RUN"])
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert set(re.findall(r"\b(?:UID |runAsUser: |fsGroup: |chown )(\d+)", docs)) == {uid}
+
+
 # --- the image's CMD and HEALTHCHECK, run as written on this machine --------------------
 
 
