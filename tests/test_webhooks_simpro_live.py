@@ -47,9 +47,11 @@ async def _deliver(
     invoice_id: int,
     *,
     seconds_ago: float = 0.0,
+    triggered: str | None = None,
     reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """POST a signed delivery shaped as Simpro's (with `name` and `description`)."""
+    """POST a signed delivery shaped as Simpro's (with `name` and `description`);
+    `triggered` fixes its `date_triggered` (else `seconds_ago` before now)."""
     payload = {
         "ID": event,
         "build": "simulator.simprosuite.com",
@@ -57,7 +59,7 @@ async def _deliver(
         "name": "simpro-counter",
         "description": "Keeps simpro-counter's counters current",
         "reference": reference or {"companyID": 0, "invoiceID": invoice_id},
-        "date_triggered": _triggered(seconds_ago),
+        "date_triggered": triggered or _triggered(seconds_ago),
     }
     body = json.dumps(payload).encode()
     answer = await client.post(
@@ -291,8 +293,12 @@ async def test_a_replayed_delivery_is_applied_once(redis_url: str) -> None:
         invoice = dataset.invoice_ids()[0]
         dataset.update_invoice(invoice, customer_id=dataset.uninvoiced_customer_ids()[0])
         applied = _applied(app)
+        # One date for the three copies: computed per copy, a second boundary crossed
+        # between them would make them different deliveries.
+        triggered = _triggered(20)
         answers = [
-            await _deliver(client, "invoice.updated", invoice, seconds_ago=20) for _ in range(3)
+            await _deliver(client, "invoice.updated", invoice, triggered=triggered)
+            for _ in range(3)
         ]
         assert [a.get("reason") for a in answers] == [None, "replayed", "replayed"]
         await _drained(app)
