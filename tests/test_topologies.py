@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from simpro_counter.webhooks.signature import sign
 from simpro_counter.wiring import redis_target
 from tests.service_fixtures import WEBHOOK_SECRET, running_app, wait_for_count, webhook_simulator
 from tests.topology_fixtures import (
+    MASTER_NAME,
     SENTINEL_PASSWORD,
     Cluster,
     SentinelSetup,
@@ -180,6 +183,9 @@ async def test_the_service_counts_reads_and_applies_webhooks_once(
             else:
                 assert all(name.startswith(f"{settings.key_prefix}:") for name in names), names
 
+            # Near-cache invalidation rides pub/sub on this topology too.
+            assert app.state.runtime.store.subscribed
+
             ready = await client.get("/readyz")
             assert ready.status_code == 200, ready.text
             location = ready.json()["redis"]["location"]
@@ -193,3 +199,61 @@ async def test_the_service_counts_reads_and_applies_webhooks_once(
             else:
                 assert location.startswith("sentinel master mymaster at 127.0.0.1:"), location
                 assert location.endswith("(3 Sentinels)"), location
+
+
+def _current_master(setup: SentinelSetup) -> int | None:
+    """The master's port as the first Sentinel answering names it."""
+    for port in setup.sentinel_ports:
+        try:
+            with redis.Redis(
+                port=port, password=SENTINEL_PASSWORD, socket_timeout=1, decode_responses=True
+            ) as sentinel:
+                address = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
+                return int(address[1]) if address else None
+        except redis.RedisError:
+            continue
+    return None
+
+
+async def test_a_sentinel_failover_keeps_reads_answering_and_writes_resume(
+    redis_sentinel: SentinelSetup,
+) -> None:
+    """Runs last: it kills the module's master (SIGKILL), leaving the replica promoted."""
+    simulator, late, settings = webhook_simulator(
+        None, invoices=300, customers=120, seed=132,
+        redis_sentinels=redis_sentinel.sentinels, redis_sentinel_password=SENTINEL_PASSWORD,
+    )  # fmt: skip
+    async with running_app(settings, simulator.transport()) as (app, client):
+        late.app = app
+        counted = (await wait_for_count(client))["count"]
+        old = _current_master(redis_sentinel)
+        assert old == redis_sentinel.master_port
+        os.kill(redis_sentinel.processes[old].pid, signal.SIGKILL)
+        redis_sentinel.processes[old].wait(timeout=5)
+
+        started = time.monotonic()
+        reads = failed = 0
+        new: int | None = old
+        for _ in range(2000):  # reads while the Sentinels elect the replica
+            answer = await client.get("/api/simpro/customers")
+            reads += 1
+            failed += answer.status_code != 200 or answer.json()["count"] != counted
+            new = _current_master(redis_sentinel)
+            if new not in (None, old) or time.monotonic() - started > 30:
+                break
+            await asyncio.sleep(0.02)
+        failover = time.monotonic() - started
+        assert new == redis_sentinel.replica_port, f"no failover in {failover:.1f} s"
+        assert failed == 0, f"{failed} of {reads} reads failed"
+
+        # Writes resume on the new master: a webhook is applied and published.
+        simulator.dataset.add_invoice(
+            customer_id=simulator.dataset.uninvoiced_customer_ids()[0],
+            total_ex_tax=Decimal("5.00"),
+        )
+        await simulator.webhooks.flush()
+        after = simulator.truth()
+        await _wait_for(client, "/api/simpro/invoices", lambda b: b["count"] == after.invoices)
+        ready = await _wait_for(client, "/readyz", lambda b: b["ready"])
+        assert f":{redis_sentinel.replica_port} " in ready["redis"]["location"]
+    print(f"failover {failover:.2f} s, {reads} reads answered 200 meanwhile")
