@@ -45,7 +45,7 @@ def service_settings(redis_url: str | None, **overrides: Any) -> Settings:
 
 
 def webhook_simulator(
-    redis_url: str,
+    redis_url: str | None,
     *,
     invoices: int,
     customers: int,

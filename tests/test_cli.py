@@ -161,6 +161,7 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
         for metric in ("customers", "invoices", "jobs", "quotes"):
             assert re.search(rf"{metric}\s+{truth[metric]:,}\s", status.stdout), status.stdout
         assert f"{Decimal(truth['revenue']):,.2f} AUD" in status.stdout
+        assert re.search(r"Redis: \S+", status.stdout), status.stdout  # where, never a password
     finally:
         stop_process(demo, signal.SIGINT, timeout=20)
     assert demo.returncode == 0

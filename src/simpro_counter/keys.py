@@ -168,9 +168,27 @@ class LedgerKeys:
         )
 
 
+def deployment_prefix(prefix: str, *, cluster: bool) -> str:
+    """The prefix every key starts with: `prefix` itself, or in a Redis Cluster `{prefix}`.
+
+    The braces are a hash tag: Redis Cluster then hashes only `prefix`, so all the keys of
+    a deployment share one slot, and a Lua script or MULTI touching several of them (or
+    deriving bucket keys from a declared stem, as the ledger's scripts do) never meets
+    CROSSSLOT. Outside a cluster the names stay exactly those of the original.
+    """
+    if not cluster:
+        return prefix
+    return prefix if prefix.startswith("{") and "}" in prefix else f"{{{prefix}}}"
+
+
 @dataclass(frozen=True)
 class Keys:
     prefix: str = DEFAULT_PREFIX
+
+    @classmethod
+    def of(cls, prefix: str, *, cluster: bool = False) -> Keys:
+        """The keys of a deployment (`deployment_prefix`)."""
+        return cls(deployment_prefix(prefix, cluster=cluster))
 
     def metric(self, metric: str) -> MetricKeys:
         # `customers` keeps the original's `customer_count` stem; later metrics follow it.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from simpro_counter.errors import ConfigError
@@ -57,6 +57,21 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="redis://, rediss:// or unix:// URL; unset: an embedded redis-server",
+    )
+    redis_sentinels: str = Field(
+        default="",
+        description="host:port,host:port of Sentinels; set: the master they name is used "
+        "(REDIS_URL is then not)",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", min_length=1, description="The master's name in the Sentinels"
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="Password of the Sentinels themselves (never shown)"
+    )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names a node of a Redis Cluster; every key gets a hash tag",
     )
     data_dir: Path = Field(
         default=Path(".simpro-counter"), description="Where the embedded Redis keeps its files"
@@ -125,6 +140,25 @@ class Settings(BaseSettings):
         "clients may refresh without a token when ADMIN_TOKEN is unset",
     )
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_addresses(cls, value: str) -> str:
+        sentinel_addresses(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> Settings:
+        if self.redis_cluster and self.redis_sentinels:
+            raise ValueError("REDIS_CLUSTER and REDIS_SENTINELS exclude each other")
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("REDIS_CLUSTER needs REDIS_URL naming a node of the cluster")
+        return self
+
+    @property
+    def redis_sentinel_list(self) -> tuple[tuple[str, int], ...]:
+        """REDIS_SENTINELS as (host, port) pairs; empty without Sentinels."""
+        return sentinel_addresses(self.redis_sentinels)
+
     @property
     def admin_token_value(self) -> str | None:
         return self.admin_token.get_secret_value() if self.admin_token else None
@@ -142,6 +176,17 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+def sentinel_addresses(text: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` as pairs (ValueError naming the bad entry, never a secret)."""
+    addresses = []
+    for entry in _names(text):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{entry!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return tuple(addresses)
 
 
 def _names(text: str) -> list[str]:

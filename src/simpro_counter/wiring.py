@@ -26,7 +26,8 @@ from simpro_counter.refresh import Refresher
 from simpro_counter.scheduler import Scheduler
 from simpro_counter.settings import Settings, simpro_config
 from simpro_counter.simpro import SimproConfig
-from simpro_counter.store import EmbeddedRedis, ResilientStore, connect
+from simpro_counter.store import EmbeddedRedis, ResilientStore
+from simpro_counter.store.connection import RedisTarget, connect_target
 from simpro_counter.store.ledger import InvoiceLedgerStore
 from simpro_counter.store.locate import open_redis
 from simpro_counter.telemetry import Telemetry
@@ -70,6 +71,24 @@ def build_refresher(
     )
 
 
+def deployment_keys(settings: Settings) -> Keys:
+    """KEY_PREFIX's keys; in a Redis Cluster all hash-tagged into one slot."""
+    return Keys.of(settings.key_prefix, cluster=settings.redis_cluster)
+
+
+def redis_target(settings: Settings, url: str | None = None) -> RedisTarget:
+    """The Redis deployment of the settings: Sentinels, a cluster, or one server
+    (`url`, the embedded one's, stands in when REDIS_URL is unset)."""
+    password = settings.redis_sentinel_password
+    return RedisTarget(
+        url=url or settings.redis_url,
+        sentinels=settings.redis_sentinel_list,
+        sentinel_master=settings.redis_sentinel_master,
+        sentinel_password=password.get_secret_value() if password else None,
+        cluster=settings.redis_cluster,
+    )
+
+
 def build_counting(
     settings: Settings,
     redis_client: Redis,
@@ -78,7 +97,7 @@ def build_counting(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Counting:
     """Store, ledger and refresher over `redis_client` (the store is not started yet)."""
-    keys = Keys(settings.key_prefix)
+    keys = deployment_keys(settings)
     store = ResilientStore(redis_client, keys)
     ledger = InvoiceLedgerStore(redis_client, keys)
     telemetry = telemetry or Telemetry()
@@ -96,10 +115,10 @@ def build_scheduler(settings: Settings, counting: Counting) -> Scheduler:
     )
 
 
-def connect_queue(redis_url: str) -> Redis:
+def connect_queue(target: RedisTarget) -> Redis:
     """The webhook worker's own client: a blocking queue read needs a longer socket
     timeout than the store's client has."""
-    return connect(redis_url, timeout=QUEUE_TIMEOUT)
+    return connect_target(target, timeout=QUEUE_TIMEOUT)
 
 
 def build_webhook_worker(
@@ -126,14 +145,14 @@ def build_webhook_worker(
     )
 
 
-async def start_service_redis(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
-    """The service's Redis URL: REDIS_URL, else an embedded redis-server started now in
-    DATA_DIR (returned too: the caller stops it)."""
-    if settings.redis_url:
-        return settings.redis_url, None
+async def start_service_redis(settings: Settings) -> tuple[RedisTarget, EmbeddedRedis | None]:
+    """The service's Redis: REDIS_SENTINELS, REDIS_URL (a server or a cluster node), else
+    an embedded redis-server started now in DATA_DIR (returned too: the caller stops it)."""
+    if settings.redis_url or settings.redis_sentinels:
+        return redis_target(settings), None
     embedded = EmbeddedRedis(settings.data_dir)
     await asyncio.to_thread(embedded.start)
-    return embedded.url, embedded
+    return redis_target(settings, embedded.url), embedded
 
 
 @dataclass(frozen=True)
@@ -158,13 +177,13 @@ async def build_service(
     """The service's parts over its Redis (an embedded one is started here); the store is
     started, so the first read knows whether Redis answers. The caller starts the
     scheduler and the webhook worker, and stops everything."""
-    url, embedded = await start_service_redis(settings)
-    redis_client = connect(url)
+    target, embedded = await start_service_redis(settings)
+    redis_client = connect_target(target)
     counting = build_counting(settings, redis_client, transport=transport)
     await counting.store.start()
     if counting.store.redis_healthy:  # when it is not, the store has said so already
         log.info("Redis connected at %s", counting.store.redis_location)
-    queue_client = connect_queue(url)
+    queue_client = connect_queue(target)
     return ServiceParts(
         counting=counting,
         redis_client=redis_client,
@@ -183,7 +202,7 @@ async def open_counting(settings: Settings) -> AsyncIterator[tuple[Counting, str
     """The counting parts of a command-line run and where its Redis is: the one
     :func:`~simpro_counter.store.locate.open_redis` picks. The store is started and closed
     with it, so a run uses the same store, ledger and lock the service does."""
-    async with open_redis(settings.redis_url, settings.data_dir) as (redis_client, where):
+    async with open_redis(redis_target(settings), settings.data_dir) as (redis_client, where):
         counting = build_counting(settings, redis_client)
         async with counting.store:
             yield counting, where

@@ -53,6 +53,17 @@ def status(
         )
     console.print(table)
     console.print(f"Storage: {body.get('storage')}")
+    console.print(f"Redis: {_redis_location(base)}")
+
+
+def _redis_location(base: str) -> str:
+    """Where the service's Redis is and its topology, as `/readyz` says (never a password;
+    answered with 503 too while Redis or Simpro is down)."""
+    try:
+        location = httpx.get(f"{base}/readyz", timeout=10).json()["redis"]["location"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return "unknown (/readyz did not answer)"
+    return str(location)
 
 
 def history(

@@ -1,4 +1,5 @@
-"""Which Redis a command-line run uses: REDIS_URL, a running service's, or its own.
+"""Which Redis a command-line run uses: REDIS_URL / REDIS_SENTINELS / a cluster, a
+running service's, or its own.
 
 Given the two settings that decide it (the composition root, `wiring.py`, passes them).
 """
@@ -13,22 +14,22 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from simpro_counter.store.connection import connect
+from simpro_counter.store.connection import RedisTarget, connect, connect_target
 from simpro_counter.store.embedded import EmbeddedRedis
 
 
 @asynccontextmanager
-async def open_redis(redis_url: str | None, data_dir: Path) -> AsyncIterator[tuple[Redis, str]]:
+async def open_redis(target: RedisTarget, data_dir: Path) -> AsyncIterator[tuple[Redis, str]]:
     """A client and a description of where it points.
 
     With `REDIS_URL` that server; else the embedded Redis of a service running on the same
     `DATA_DIR` (its socket answers), shared, not owned; else an embedded Redis of this run's
     own, stopped at the end (its data persists in `DATA_DIR` for the next service start).
     """
-    if redis_url:
-        client = connect(redis_url)
+    if target.url or target.sentinels:
+        client = connect_target(target)
         try:
-            yield client, "REDIS_URL"
+            yield client, _configured[target.topology]
         finally:
             await client.aclose()
         return
@@ -52,3 +53,10 @@ async def open_redis(redis_url: str | None, data_dir: Path) -> AsyncIterator[tup
     finally:
         await client.aclose()
         await asyncio.to_thread(embedded.stop)
+
+
+_configured = {
+    "single": "REDIS_URL",
+    "sentinel": "REDIS_SENTINELS",
+    "cluster": "the cluster of REDIS_URL",
+}

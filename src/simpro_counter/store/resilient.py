@@ -69,8 +69,7 @@ class ResilientStore:
         self.keys = keys or Keys()
         self.redis = RedisStore(client, self.keys)
         self.mirror = mirror or MemoryStore()
-        self.redis_location = describe_location(client)
-        """`host:port` or socket path of Redis (never a password), for health and logs."""
+        self._client = client
         self._circuit = Circuit(self.redis_location)
         self._near = NearCache(unsubscribed_ttl=unsubscribed_ttl)
         self._probe_backoff = Backoff(probe_initial, probe_max)
@@ -95,6 +94,11 @@ class ResilientStore:
         self._tokens: dict[str, tuple[str, StorageName]] = {}
 
     # -- state for health endpoints --------------------------------------------------
+
+    @property
+    def redis_location(self) -> str:
+        """Where Redis is and its topology (never a password), for health and logs."""
+        return describe_location(self._client)
 
     @property
     def storage(self) -> StorageName:

@@ -19,7 +19,6 @@ import time
 from fastapi import APIRouter, Request, Response
 
 from simpro_counter.errors import BadDeliveryError, StoreError
-from simpro_counter.keys import Keys
 from simpro_counter.web.http import json_response, runtime_of
 from simpro_counter.webhooks import replay
 from simpro_counter.webhooks.queue import enqueue, enqueue_once
@@ -93,7 +92,7 @@ async def _queue_unless_replayed(request: Request, delivery: Delivery) -> Respon
             settings.webhook_replay_window,
         )
         return _dropped(delivery.event, delivery.record_id, "stale")
-    keys = Keys(settings.key_prefix)
+    keys = runtime.store.keys  # hash-tagged in a cluster (`wiring.deployment_keys`)
     try:
         if check.identity is None:
             await enqueue(runtime.redis_client, keys, delivery)
