@@ -78,9 +78,9 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop_process(process, signal.SIGINT)
 
 
-@pytest.fixture(scope="module")
-def workers(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
-    cwd = tmp_path_factory.mktemp("workers")
+@contextmanager
+def serve_workers(simulator: str, cwd: Path) -> Iterator[Workers]:
+    """`serve --workers 2` with the embedded Redis in `cwd/data`, counted once."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIMPRO_", "REDIS"))}
     env.update(
@@ -110,6 +110,12 @@ def workers(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield running
     finally:
         stop_process(process, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def workers(simulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
+    with serve_workers(simulator, tmp_path_factory.mktemp("workers")) as running:
+        yield running
 
 
 def _children(pid: int, marker: str) -> list[int]:
@@ -272,3 +278,24 @@ def test_stopping_the_supervisor_stops_the_workers_and_redis(workers: Workers) -
     assert not any(pid_alive(pid) for pid in pids)
     assert not (workers.data_dir / "redis.sock").exists()
     assert "Embedded Redis stopped" in workers.log.read_text()
+
+
+def test_a_killed_supervisor_takes_its_workers_and_redis_with_it(
+    simulator: str, tmp_path: Path
+) -> None:
+    with serve_workers(simulator, tmp_path) as running:
+        supervisor = running.supervisor
+        pids = [
+            *_children(supervisor.pid, "spawn_main"),
+            *_children(supervisor.pid, "redis-server"),
+        ]
+        assert len(pids) == 3
+        supervisor.kill()  # SIGKILL: no chance to stop anything itself
+        supervisor.wait(timeout=10)
+        # The kernel's parent-death signal stops both workers and redis-server.
+        deadline = time.monotonic() + 15
+        while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(pid_alive(pid) for pid in pids)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{running.url}/healthz", timeout=1)
