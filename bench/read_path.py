@@ -2,8 +2,9 @@
 
 Both endpoints are served by the same app in the same server process (`simpro-counter
 serve`, one uvicorn worker, Redis embedded), measured in the same run, so the ratio shows
-what reading the counter costs on top of the framework itself. Needs Debian's `wrk`
-(`apt-get install -y wrk`).
+what reading the counter costs on top of the framework itself. The same run then measures
+the counter with `serve --workers 2` (and any other `--workers` counts) against one
+worker. Needs Debian's `wrk` (`apt-get install -y wrk`).
 
 Run: `.venv/bin/python -m bench.read_path [--record]`.
 """
@@ -64,47 +65,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", default="32,8", help="comma-separated levels")
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--workers", default="1,2", help="comma-separated `serve --workers` counts (1 always)"
+    )
     parser.add_argument("--record", action="store_true", help="write docs/performance.md")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
 
-    with (
-        running_simulator(SimulatorConfig(invoices=5000, customers=800, rate=0)) as sim,
-        tempfile.TemporaryDirectory() as data_dir,
-    ):
-        port = 18000 + os.getpid() % 1000
-        env = {
-            **os.environ,
-            "SIMPRO_BASE_URL": sim.url,
-            "SIMPRO_API_KEY": "demo-key",
-            "DATA_DIR": data_dir,
-            "PORT": str(port),
-        }
-        env.pop("REDIS_URL", None)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "simpro_counter", "serve"],
-            env=env,
-            cwd=data_dir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_for_value(base)
-            levels = [int(level) for level in args.connections.split(",")]
-            _wrk(f"{base}/healthz", levels[0], 2)  # warm up
-            runs = [
-                (
-                    level,
-                    _wrk(f"{base}/healthz", level, args.seconds),
-                    _wrk(f"{base}/api/simpro/customers", level, args.seconds),
-                )
-                for level in levels
-            ]
-        finally:
-            server.terminate()
-            server.wait(timeout=15)
+    levels = [int(level) for level in args.connections.split(",")]
+    counts = sorted({1, *(int(n) for n in args.workers.split(","))})
+    with running_simulator(SimulatorConfig(invoices=5000, customers=800, rate=0)) as sim:
+        # Every worker count measured in this run, on this machine, one after the other.
+        by_workers = {n: _measure(sim.url, n, levels, args.seconds) for n in counts}
+    runs = by_workers[1]
 
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()} ({os.cpu_count()} cores, "
@@ -131,10 +105,75 @@ def main() -> None:
             f"endpoint's (target ≥ 0.8), p99 **{counter.p99_ms:.2f} ms** "
             f"(baseline {trivial.p99_ms:.2f} ms" + ("; target < 2 ms)." if level == 32 else ").")
         )
+    lines.extend(_workers_rows(by_workers, levels))
     text = "\n".join(lines)
     print(text)
     if args.record:
         record("bench/read_path.py", text)
+
+
+Run = tuple[int, WrkResult, WrkResult]  # connections, /healthz, the counter
+
+
+def _measure(sim_url: str, workers: int, levels: list[int], seconds: int) -> list[Run]:
+    """`serve --workers N` (embedded Redis, own data dir) under wrk at each level."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        port = 18000 + os.getpid() % 1000
+        env = {
+            **os.environ,
+            "SIMPRO_BASE_URL": sim_url,
+            "SIMPRO_API_KEY": "demo-key",
+            "DATA_DIR": data_dir,
+            "PORT": str(port),
+        }
+        env.pop("REDIS_URL", None)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "simpro_counter", "serve", "--workers", str(workers)],
+            env=env,
+            cwd=data_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for_value(base)
+            _wrk(f"{base}/healthz", levels[0], 2)  # warm up
+            return [
+                (
+                    level,
+                    _wrk(f"{base}/healthz", level, seconds),
+                    _wrk(f"{base}/api/simpro/customers", level, seconds),
+                )
+                for level in levels
+            ]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _workers_rows(by_workers: dict[int, list[Run]], levels: list[int]) -> list[str]:
+    """The counter read with each worker count, against one worker's, in the same run."""
+    if len(by_workers) < 2:
+        return []
+    lines = [
+        "",
+        "`serve --workers N` (one port, uvicorn's supervisor, the embedded Redis shared), "
+        "same run:",
+        "",
+        "| workers | connections | `GET /api/simpro/customers` requests/s | p50 ms | p99 ms "
+        "| errors | vs 1 worker |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    one = {level: counter for level, _, counter in by_workers[1]}
+    for level in levels:
+        for workers, runs in by_workers.items():
+            counter = next(c for lv, _, c in runs if lv == level)
+            lines.append(
+                f"| {workers} | {level} | {counter.requests_per_second:,.0f} | "
+                f"{counter.p50_ms:.2f} | {counter.p99_ms:.2f} | {counter.errors} | "
+                f"{counter.requests_per_second / one[level].requests_per_second:.2f} |"
+            )
+    return lines
 
 
 def _wait_for_value(base: str) -> None:

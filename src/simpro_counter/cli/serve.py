@@ -70,11 +70,24 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: PORT or 8000).")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes on the one port (the embedded Redis is shared by them).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the service: the counters API over Redis, refreshed in the background."""
     settings = settings_or_exit()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    _serve(settings.model_copy(update=overrides), access_log=access_log)
+    settings = settings.model_copy(update=overrides)
+    if workers > 1:
+        from simpro_counter.cli.workers import serve_workers
+
+        serve_workers(settings, workers=workers, access_log=access_log)
+        return
+    _serve(settings, access_log=access_log)
 
 
 def _serve(settings: Settings, *, access_log: bool) -> None:

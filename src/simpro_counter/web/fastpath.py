@@ -8,13 +8,14 @@ paths still exist in the app, for the OpenAPI documentation.
 
 from __future__ import annotations
 
+import os
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simpro_counter.metrics import METRICS
 from simpro_counter.web.reads import Answer
 from simpro_counter.web.runtime import Runtime
 
-_HEALTH = Answer.make(200, [(b"content-type", b"application/json")], b'{"status":"ok"}')
 _EXPOSE = (b"access-control-expose-headers", b"ETag, Retry-After")
 _METRIC_PATHS = {f"/api/simpro/{name}": name for name in METRICS}
 
@@ -24,6 +25,13 @@ class FastReads:
         self.app = app
         self._any_origin = "*" in cors_origins
         self._origins = {origin.encode() for origin in cors_origins}
+        # Built here, in the process that serves: with `serve --workers N` the PID header
+        # tells which worker answered (operators and tests read it; nothing depends on it).
+        self._health = Answer.make(
+            200,
+            [(b"content-type", b"application/json"), (b"x-worker-pid", str(os.getpid()).encode())],
+            b'{"status":"ok"}',
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
@@ -36,7 +44,7 @@ class FastReads:
                 await self._send(send, answer, origin, scope["method"] == "HEAD")
                 return
             if path == "/healthz":
-                await self._send(send, _HEALTH, None, scope["method"] == "HEAD")
+                await self._send(send, self._health, None, scope["method"] == "HEAD")
                 return
         await self.app(scope, receive, send)
 

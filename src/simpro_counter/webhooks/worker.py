@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from typing import Protocol
@@ -96,7 +97,8 @@ class WebhookWorker:
         transport: httpx.AsyncBaseTransport | None = None,
         claim_idle: float = _CLAIM_IDLE_SECONDS,
     ) -> None:
-        consumer = f"{socket.gethostname()}-{id(self):x}-{int(time.time())}"
+        # Unique per worker process too: `serve --workers N` runs N consumers on one host.
+        consumer = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}-{int(time.time())}"
         self._queue = WebhookQueue(redis, keys, consumer, claim_idle_ms=int(claim_idle * 1000))
         self._store = store
         self._ledger = ledger
