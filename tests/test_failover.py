@@ -31,7 +31,6 @@ from simpro_counter.keys import WEBHOOK_GROUP, Keys
 from simpro_counter.webhooks.signature import sign
 from tests.service_fixtures import free_port, service_process, stop_process, wait_until_counted
 from tests.topology_fixtures import (
-    MASTER_NAME,
     SENTINEL_PASSWORD,
     Cluster,
     SentinelSetup,
@@ -257,24 +256,11 @@ def _report(topology: str, load: Load, failover: float) -> None:
     )
 
 
-def _sentinel_master(setup: SentinelSetup) -> int | None:
-    for port in setup.sentinel_ports:
-        try:
-            with redis.Redis(
-                port=port, password=SENTINEL_PASSWORD, socket_timeout=1, decode_responses=True
-            ) as sentinel:
-                address = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
-                return int(address[1]) if address else None
-        except redis.RedisError:
-            continue
-    return None
-
-
 async def test_a_sentinel_master_killed_under_load(
     redis_sentinel: SentinelSetup, simulator: str, tmp_path: Path
 ) -> None:
     setup, prefix = redis_sentinel, "failover-s"
-    assert _sentinel_master(setup) == setup.master_port
+    assert setup.current_master() == setup.master_port
     topology = {"REDIS_SENTINELS": setup.sentinels, "REDIS_SENTINEL_PASSWORD": SENTINEL_PASSWORD}
     with ExitStack() as stack:
         urls = _services(stack, simulator, tmp_path, prefix, topology)
@@ -288,7 +274,7 @@ async def test_a_sentinel_master_killed_under_load(
             simulator,
             urls,
             kill,
-            lambda: _sentinel_master(setup) == setup.replica_port,
+            lambda: setup.current_master() == setup.replica_port,
             (setup.replica_port, Keys.of(prefix).webhook_events),
         )
     _report("sentinel", load, failover)

@@ -27,7 +27,6 @@ from simpro_counter.webhooks.signature import sign
 from simpro_counter.wiring import redis_target
 from tests.service_fixtures import WEBHOOK_SECRET, running_app, wait_for_count, webhook_simulator
 from tests.topology_fixtures import (
-    MASTER_NAME,
     SENTINEL_PASSWORD,
     Cluster,
     SentinelSetup,
@@ -201,20 +200,6 @@ async def test_the_service_counts_reads_and_applies_webhooks_once(
                 assert location.endswith("(3 Sentinels)"), location
 
 
-def _current_master(setup: SentinelSetup) -> int | None:
-    """The master's port as the first Sentinel answering names it."""
-    for port in setup.sentinel_ports:
-        try:
-            with redis.Redis(
-                port=port, password=SENTINEL_PASSWORD, socket_timeout=1, decode_responses=True
-            ) as sentinel:
-                address = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
-                return int(address[1]) if address else None
-        except redis.RedisError:
-            continue
-    return None
-
-
 async def test_a_sentinel_failover_keeps_reads_answering_and_writes_resume(
     redis_sentinel: SentinelSetup,
 ) -> None:
@@ -226,7 +211,7 @@ async def test_a_sentinel_failover_keeps_reads_answering_and_writes_resume(
     async with running_app(settings, simulator.transport()) as (app, client):
         late.app = app
         counted = (await wait_for_count(client))["count"]
-        old = _current_master(redis_sentinel)
+        old = redis_sentinel.current_master()
         assert old == redis_sentinel.master_port
         os.kill(redis_sentinel.processes[old].pid, signal.SIGKILL)
         redis_sentinel.processes[old].wait(timeout=5)
@@ -238,7 +223,7 @@ async def test_a_sentinel_failover_keeps_reads_answering_and_writes_resume(
             answer = await client.get("/api/simpro/customers")
             reads += 1
             failed += answer.status_code != 200 or answer.json()["count"] != counted
-            new = _current_master(redis_sentinel)
+            new = redis_sentinel.current_master()
             if new not in (None, old) or time.monotonic() - started > 30:
                 break
             await asyncio.sleep(0.02)

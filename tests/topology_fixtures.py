@@ -146,6 +146,19 @@ class SentinelSetup:
     def master(self) -> redis.Redis:
         return redis.Redis(port=self.master_port, decode_responses=True, socket_timeout=2)
 
+    def current_master(self) -> int | None:
+        """The master's port as the first Sentinel answering names it (None: none knows)."""
+        for port in self.sentinel_ports:
+            try:
+                with redis.Redis(
+                    port=port, password=SENTINEL_PASSWORD, socket_timeout=1, decode_responses=True
+                ) as sentinel:
+                    address = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
+                    return int(address[1]) if address else None
+            except redis.RedisError:
+                continue
+        return None
+
 
 @pytest.fixture(scope="module")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:

@@ -49,7 +49,7 @@ def value_fields(metric: str, value: MetricValue | None, currency: str) -> dict[
         return {"count": None if value is None else value.value}
     total = None if value is None else format_value(metric, value.value)
     if value is not None:
-        currency = str(value.details.get("currency", currency))
+        currency = str(value.report.get("currency", currency))
     return {"total": total, "currency": currency}
 
 

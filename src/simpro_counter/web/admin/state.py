@@ -137,8 +137,8 @@ def _currency(runtime: Runtime, info: MetricInfo, value: MetricValue | None) -> 
     """The currency of a money metric (the one its value was computed in); None otherwise."""
     if not info.money:
         return None
-    if value is not None and "currency" in value.details:
-        return str(value.details["currency"])
+    if value is not None and "currency" in value.report:
+        return str(value.report["currency"])
     return runtime.settings.currency
 
 
