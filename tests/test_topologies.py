@@ -161,7 +161,6 @@ async def test_the_service_counts_reads_and_applies_webhooks_once(
             )
 
             # The same delivery twice: queued once (its replay mark), applied once.
-            keys = app.state.runtime.store.keys
             with raw_client() as raw:
                 body, headers = _signed(settings, invoice)
                 answers = []
