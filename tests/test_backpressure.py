@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,8 @@ from starlette.routing import Route
 
 from simpro_counter.errors import WebhookBacklogFullError
 from simpro_counter.keys import WEBHOOK_GROUP, Keys
+from simpro_counter.metrics import refresh_groups
+from simpro_counter.refresh import Failures, TriggerBackoff
 from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.store import connect
 from simpro_counter.store.connection import RedisTarget, connect_target
@@ -35,6 +38,7 @@ from simpro_counter.webhooks.signature import sign
 from tests.service_fixtures import (
     WEBHOOK_SECRET,
     running_app,
+    service_settings,
     wait_for_count,
     webhook_simulator,
 )
@@ -352,3 +356,83 @@ async def test_the_simulator_caps_retry_after_and_gives_up_in_bounded_attempts()
         3,
     )
     assert receiver.calls == 5
+
+
+# --- the empty-value refresh trigger --------------------------------------------------------
+
+
+def test_the_trigger_backoff_doubles_up_to_its_cap_and_a_success_resets_it() -> None:
+    now = [100.0]
+    backoff = TriggerBackoff(base=2.0, cap=10.0, clock=lambda: now[0])
+    assert backoff.due("customers")
+    waits = [backoff.failed("customers").wait for _ in range(5)]
+    assert waits == [2.0, 4.0, 8.0, 10.0, 10.0]
+    assert not backoff.due("customers")
+    assert backoff.due("jobs")  # per group
+    now[0] += 9.9
+    assert not backoff.due("customers")
+    now[0] += 0.1
+    assert backoff.due("customers")
+    backoff.succeeded("customers")
+    assert backoff.failures("customers") is None
+    assert backoff.failed("customers") == Failures(count=1, wait=2.0, retry_at=112.0)
+    for _ in range(2000):  # no overflow however long Simpro refuses
+        backoff.failed("customers")
+    assert backoff.failures("customers") == Failures(2001, 10.0, 120.0)
+    with pytest.raises(ValueError, match="base <= cap"):
+        TriggerBackoff(base=5.0, cap=1.0)
+
+
+async def _settled(runtime: Any) -> None:
+    """Until no refresh runs in this process."""
+    for _ in range(500):
+        if not any(runtime.refresher.running_here(group) for group in refresh_groups()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("a refresh never finished")
+
+
+async def test_reads_of_a_missing_value_with_a_wrong_key_cost_a_bounded_number_of_requests(
+    redis_url: str,
+) -> None:
+    simulator = Simulator(SimulatorConfig(invoices=60, customers=20, seed=73, rate=0))
+    settings = service_settings(redis_url, simpro_api_key="wrong-key")
+    invoices = "/api/v1.0/companies/0/invoices/"
+    async with running_app(settings, simulator.transport()) as (app, client):
+        runtime = app.state.runtime
+        backoff = TriggerBackoff(base=0.25, cap=0.5)
+        runtime.refresher.trigger_backoff = backoff
+        for _ in range(500):  # the scheduler's first check: every group failed once
+            if all(backoff.failures(group) for group in refresh_groups()):
+                break
+            await asyncio.sleep(0.01)
+        await _settled(runtime)
+        per_refresh = simulator.stats.by_path[invoices]  # what one failed refresh costs
+        assert per_refresh >= 1
+        simulator.stats.reset()
+        started = time.monotonic()
+        for _ in range(100):
+            answer = await client.get("/api/simpro/customers")
+            assert answer.status_code == 200
+            assert answer.json()["count"] is None
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+        await _settled(runtime)
+        refused = simulator.stats.total
+        assert simulator.stats.by_status[401] == refused  # every request was refused
+        assert simulator.stats.by_path[invoices] == refused
+        # At most one start per backoff wait (0.25 s, then 0.5 s), however many reads.
+        refreshes = refused / per_refresh
+        assert 1 <= refreshes <= 2 + elapsed / 0.5, (refused, per_refresh, elapsed)
+
+        # The key is right now: after the backoff a read starts a refresh that works.
+        simulator.auth.credentials = replace(simulator.auth.credentials, api_key="wrong-key")
+        body: dict[str, Any] = {}
+        for _ in range(300):
+            body = (await client.get("/api/simpro/customers")).json()
+            if body["count"] is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert body["count"] == simulator.truth().customers
+        await _settled(runtime)  # published before the refresh finished recording
+        assert backoff.failures("customers") is None
