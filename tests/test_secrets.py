@@ -9,16 +9,16 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from simpro_counter.errors import ConfigError, SimproAuthError
 from simpro_counter.settings import Settings, load_settings, simpro_config
 from simpro_counter.simpro import SimproClient
 from simpro_counter.simulator import Simulator
 from simpro_counter.wiring import redis_target
-from tests.conftest import client_config
 from tests.service_fixtures import free_port, running_app, service_settings
 
 API_KEY = "api-key-5e1f0c"
@@ -37,16 +37,18 @@ def _shown(*texts: str) -> list[str]:
 
 
 def test_the_settings_never_show_a_secret() -> None:
-    settings = Settings(
-        simpro_base_url="https://acme.simprosuite.com",
-        simpro_api_key=SecretStr(API_KEY),
-        simpro_client_id="id",
-        simpro_client_secret=SecretStr(CLIENT_SECRET),
-        redis_url=f"redis://user:{REDIS_PASSWORD}@redis.internal:6379/0",
-        redis_sentinel_password=SecretStr(SENTINEL),
-        admin_token=SecretStr(ADMIN),
-        webhook_secret=SecretStr(WEBHOOK),
-    )
+    # Plain strings, as the environment gives them.
+    values: dict[str, Any] = {
+        "simpro_base_url": "https://acme.simprosuite.com",
+        "simpro_api_key": API_KEY,
+        "simpro_client_id": "id",
+        "simpro_client_secret": CLIENT_SECRET,
+        "redis_url": f"redis://user:{REDIS_PASSWORD}@redis.internal:6379/0",
+        "redis_sentinel_password": SENTINEL,
+        "admin_token": ADMIN,
+        "webhook_secret": WEBHOOK,
+    }
+    settings = Settings(**values)
     assert _shown(repr(settings), str(settings), f"{settings!r:}") == []
     assert settings.simpro_api_key is not None
     assert settings.simpro_api_key.get_secret_value() == API_KEY  # kept, only hidden
@@ -73,15 +75,22 @@ def test_the_simpro_config_never_shows_its_credentials(
 
 @pytest.mark.parametrize("oauth", [False, True])
 async def test_a_refused_credential_is_in_no_log_line_or_traceback(
-    simulator: Simulator, caplog: pytest.LogCaptureFixture, oauth: bool
+    simulator: Simulator,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    oauth: bool,
 ) -> None:
     """Every logger at DEBUG (httpx and httpcore included), and the traceback rendered
     with its frames' locals, as error trackers and rich tracebacks show them."""
-    config = (
-        client_config(api_key=None, client_id="demo-client", client_secret=CLIENT_SECRET)
-        if oauth
-        else client_config(api_key=API_KEY)
-    )
+    monkeypatch.chdir(tmp_path)  # no .env of the working directory
+    monkeypatch.setenv("SIMPRO_BASE_URL", "https://simpro.test")  # the simulator, in-process
+    if oauth:
+        monkeypatch.setenv("SIMPRO_CLIENT_ID", "demo-client")
+        monkeypatch.setenv("SIMPRO_CLIENT_SECRET", CLIENT_SECRET)
+    else:
+        monkeypatch.setenv("SIMPRO_API_KEY", API_KEY)
+    config = simpro_config(load_settings())  # as the service builds it
     caplog.set_level(logging.DEBUG)
     with pytest.raises(SimproAuthError) as raised:
         async with SimproClient(config, transport=simulator.transport()) as client:
