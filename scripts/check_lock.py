@@ -1,6 +1,6 @@
 """Check that the lock files still fit pyproject.toml (run by `make` after each install).
 
-Usage: python scripts/check_lock.py requirements-dev.lock requirements.lock
+Usage: python scripts/check_lock.py requirements-dev.lock requirements.lock [pyproject.toml]
 
 Each requirement of pyproject.toml (the service's, and the `dev` extra's for the dev lock)
 must be pinned in the lock at a version inside its range, every pin must carry hashes,
@@ -24,7 +24,11 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 # The environment the locks are made for (`--python-version 3.11`, Linux).
-_ENVIRONMENT = {**default_environment(), "python_version": "3.11", "sys_platform": "linux"}
+_ENVIRONMENT: dict[str, str] = {
+    **{name: str(value) for name, value in default_environment().items()},
+    "python_version": "3.11",
+    "sys_platform": "linux",
+}
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 
@@ -48,8 +52,8 @@ def read_lock(path: Path) -> dict[str, Pin]:
     return pins
 
 
-def requirements(extra: str | None) -> list[Requirement]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+def requirements(pyproject: Path, extra: str | None) -> list[Requirement]:
+    project = tomllib.loads(pyproject.read_text())["project"]
     listed: list[str] = project["dependencies"]
     if extra is not None:
         listed = [*listed, *project["optional-dependencies"][extra]]
@@ -62,20 +66,24 @@ def problems(lock: Path, wanted: list[Requirement]) -> list[str]:
     for requirement in wanted:
         if requirement.marker is not None and not requirement.marker.evaluate(_ENVIRONMENT):
             continue
-        pin = pins.get(canonicalize_name(requirement.name))
-        if pin is None:
+        pinned = pins.get(canonicalize_name(requirement.name))
+        if pinned is None:
             found.append(f"{requirement.name} is in pyproject.toml but not in {lock.name}")
-        elif not requirement.specifier.contains(pin.version, prereleases=True):
+        elif not requirement.specifier.contains(pinned.version, prereleases=True):
             found.append(
-                f"{lock.name} pins {requirement.name}=={pin.version}, outside pyproject.toml's "
-                f"{requirement.specifier}"
+                f"{lock.name} pins {requirement.name}=={pinned.version}, outside "
+                f"pyproject.toml's {requirement.specifier}"
             )
-    found.extend(f"{lock.name} has no hashes for {name}" for name, p in pins.items() if not p.hashed)
+    unhashed = [name for name, pin in pins.items() if not pin.hashed]
+    found.extend(f"{lock.name} has no hashes for {name}" for name in unhashed)
     return found
 
 
-def main(dev_lock: Path, lock: Path) -> int:
-    found = [*problems(dev_lock, requirements("dev")), *problems(lock, requirements(None))]
+def main(dev_lock: Path, lock: Path, pyproject: Path = ROOT / "pyproject.toml") -> int:
+    found = [
+        *problems(dev_lock, requirements(pyproject, "dev")),
+        *problems(lock, requirements(pyproject, None)),
+    ]
     dev_pins = read_lock(dev_lock)
     for name, pin in read_lock(lock).items():
         dev_pin = dev_pins.get(name)
@@ -93,6 +101,6 @@ def main(dev_lock: Path, lock: Path) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in {3, 4}:
         sys.exit(__doc__)
-    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))
+    sys.exit(main(*(Path(arg) for arg in sys.argv[1:])))
