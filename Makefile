@@ -49,9 +49,11 @@ types: $(STAMP)
 # the service could not answer for fails the audit (without it pip-audit would report
 # "No known vulnerabilities found" for packages it never checked).
 audit: $(STAMP)
-	$(BIN)/pip-audit --strict --require-hashes --disable-pip -r $(DEV_LOCK)
+	$(BIN)/pip-audit --strict --require-hashes --disable-pip -r $(DEV_LOCK) || { echo \
+	  "audit: failed (above): a known vulnerability, or a package the advisory service could not answer for (docs/guide.md)" >&2; \
+	  exit 1; }
 
-check: lint types audit test  ## what CI runs, and the audit (which needs the advisory service)
+check: lint types test audit  ## what CI runs, then the audit (which needs the advisory service)
 
 bench: $(STAMP)  ## benchmarks (add --record by hand to update docs/performance.md)
 	$(BIN)/python -m bench.refresh
