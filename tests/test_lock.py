@@ -99,3 +99,19 @@ def test_make_installs_the_dev_lock_with_hashes_and_reads_no_pip_config() -> Non
     assert "--no-deps" in project
     assert "--no-build-isolation" in project
     assert any("scripts/check_lock.py" in line for line in commands)
+
+
+def test_make_check_audits_the_dev_lock_and_fails_on_what_it_could_not_look_up() -> None:
+    result = subprocess.run(
+        ["make", "-n", "-W", "requirements-dev.lock", "audit"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (audit,) = [line for line in result.stdout.splitlines() if "pip-audit" in line]
+    # --strict: a package the advisory service did not answer for is an error, not a pass.
+    assert "--strict --require-hashes --disable-pip -r requirements-dev.lock" in audit
+    (check,) = re.findall(r"^check:([^#\n]*)", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert "audit" in check.split()
