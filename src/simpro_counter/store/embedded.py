@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -83,6 +84,15 @@ def find_redis_cli(server: str) -> str:
     redis-server)."""
     path = Path(server)
     return str(path.with_name(_CLI_NAMES.get(path.name, "redis-cli")))
+
+
+def describe_server(info: Mapping[str, object]) -> str:
+    """`valkey-server 8.1.8` or `redis-server 6.2.14` from `INFO server`: Valkey also reports
+    a `redis_version` (the Redis release it is compatible with, 7.2.4), so that is not its own."""
+    valkey = info.get("valkey_version")
+    if valkey:
+        return f"valkey-server {valkey}"
+    return f"redis-server {info.get('redis_version', '?')}"
 
 
 class EmbeddedRedis:
