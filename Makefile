@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 # the tools), a superset at the same versions. `make lock` regenerates both.
 LOCK := requirements.lock
 DEV_LOCK := requirements-dev.lock
-# pip reads no config file here: a machine's pip.conf may add local indexes or find-links
-# whose files are not the ones the lock's hashes name. Environment variables still apply.
-PIP := PIP_CONFIG_FILE=/dev/null $(BIN)/python -m pip
+# pip keeps the machine's own configuration (its index, proxy or certificates may be the only
+# way to PyPI); --require-hashes refuses any file whose hash the lock does not name.
+PIP := $(BIN)/python -m pip
 UV_VERSION := uv>=0.13,<0.14
 COMPILE := $(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 --quiet
 
