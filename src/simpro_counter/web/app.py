@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Scope
 
 from simpro_counter.settings import Settings, simpro_config
 from simpro_counter.web import admin, counters, history, ops, pages, webhooks
@@ -43,8 +45,11 @@ def create_app(
         summary="Exact, instant counters from a Simpro build",
         version="0.1.0",
         lifespan=lifespan,
+        # Answers any operation may get before its handler runs.
+        responses={431: {"description": "Request header fields too large"}},
     )
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(405, _method_not_allowed)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origin_list,
@@ -80,3 +85,31 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
         },
         status_code=422,
     )
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    """A 405 whose `Allow` lists every method the path answers.
+
+    Starlette names only the methods of the first route whose path matched, so a path
+    served by two routes (`GET` and `HEAD` of `/widget.js`) or shadowed by a templated one
+    (`/api/simpro/{metric}` before `/api/simpro/webhooks`) got a wrong `Allow`.
+    """
+    allowed = allowed_methods(request.app.router.routes, request.scope)
+    return JSONResponse(
+        {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(allowed)}
+    )
+
+
+def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
+    """The methods of the routes whose path matches the request's, sorted.
+
+    A concrete path's routes win over templated ones that also match it, as in OpenAPI:
+    `/api/simpro/webhooks` allows `POST` only, though `/api/simpro/{metric}` matches it too.
+    """
+    matching = [
+        route
+        for route in routes
+        if isinstance(route, Route) and route.methods and route.matches(scope)[0] != Match.NONE
+    ]
+    concrete = [route for route in matching if not route.param_convertors]
+    return sorted({method for route in concrete or matching for method in route.methods or ()})

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response, Security
 
 from simpro_counter.contract import (
     InitAnswer,
@@ -30,7 +30,17 @@ from simpro_counter.metrics import METRICS, refresh_groups
 from simpro_counter.refresh import CUSTOMERS, RefreshMode
 from simpro_counter.store.values import MetricValue
 from simpro_counter.web.auth import admin_denied
-from simpro_counter.web.http import iso, json_response, runtime_of
+from simpro_counter.web.http import (
+    ADMIN_BEARER,
+    CACHE_CONTROL_HEADER,
+    ETAG_HEADER,
+    IF_NONE_MATCH,
+    NO_STORE_HEADER,
+    RETRY_AFTER_HEADER,
+    iso,
+    json_response,
+    runtime_of,
+)
 from simpro_counter.web.reads import value_fields
 from simpro_counter.web.runtime import Runtime
 
@@ -67,10 +77,20 @@ def unknown_metric(metric: str) -> Response | None:
             "model": MetricAnswer,
             "description": "`count` (or `total` and `currency` for revenue) is null while "
             "the first value is computed",
+            "headers": {
+                "ETag": ETAG_HEADER,
+                "Cache-Control": CACHE_CONTROL_HEADER,
+                "Retry-After": RETRY_AFTER_HEADER,
+            },
         },
+        304: {"description": "Not modified: `If-None-Match` matched the `ETag`"},
         404: {"description": "No such metric"},
     },
+    openapi_extra={"parameters": [IF_NONE_MATCH]},
 )
+# HEAD beside GET (answered by the fast path for the known metrics), so a 405's `Allow`
+# names it; a route of its own, as one route with both would repeat the operation ID.
+@router.head("/api/simpro/{metric}", include_in_schema=False)
 async def get_metric(request: Request, metric: MetricPath) -> Response:
     # Normally answered by the ASGI fast path (fastpath.py) before routing; same answer.
     missing = unknown_metric(metric)
@@ -94,11 +114,25 @@ async def get_metric(request: Request, metric: MetricPath) -> Response:
 @router.post(
     "/api/simpro/{metric}/refresh",
     summary="Run a refresh now (needs Authorization: Bearer <ADMIN_TOKEN>)",
+    # Declares the bearer scheme in the document; the check itself is `admin_denied`.
+    dependencies=[Security(ADMIN_BEARER)],
     responses={
         200: {"model": RefreshedAnswer, "description": "The refresh finished"},
-        202: {"model": RefreshStarted, "description": "Started in the background"},
+        202: {
+            "model": RefreshStarted,
+            "description": "`background=true`: started, the refresh runs behind",
+        },
+        401: {
+            "description": "The bearer token is missing or wrong",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}},
+        },
+        403: {"description": "ADMIN_TOKEN is not set on the server: refreshing is disabled"},
         404: {"description": "No such metric"},
         409: {"model": RefreshRefused, "description": "A refresh is already running"},
+        429: {
+            "description": "Too many wrong tokens from this client: retry later",
+            "headers": {"Retry-After": RETRY_AFTER_HEADER},
+        },
         502: {"model": RefreshRefused, "description": "Simpro failed; the value is kept"},
     },
 )
@@ -190,7 +224,10 @@ def _already_running(storage: str) -> Response:
 @router.get(
     "/api/simpro/{metric}/refresh",
     summary="Refresh status and cache information of a metric",
-    responses={200: {"model": StatusAnswer}, 404: {"description": "No such metric"}},
+    responses={
+        200: {"model": StatusAnswer, "headers": {"Cache-Control": NO_STORE_HEADER}},
+        404: {"description": "No such metric"},
+    },
 )
 async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
     missing = unknown_metric(metric)
@@ -219,7 +256,9 @@ async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
 
 
 @router.get(
-    "/api/init", summary="Populate the cache if it is empty", responses={200: {"model": InitAnswer}}
+    "/api/init",
+    summary="Populate the cache if it is empty",
+    responses={200: {"model": InitAnswer, "headers": {"Cache-Control": NO_STORE_HEADER}}},
 )
 async def get_init(request: Request) -> Response:
     runtime = runtime_of(request)

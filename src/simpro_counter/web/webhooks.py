@@ -19,7 +19,7 @@ import time
 from fastapi import APIRouter, Request, Response
 
 from simpro_counter.errors import BadDeliveryError, StoreError
-from simpro_counter.web.http import json_response, runtime_of
+from simpro_counter.web.http import RETRY_AFTER_HEADER, json_response, runtime_of
 from simpro_counter.webhooks import replay
 from simpro_counter.webhooks.queue import enqueue, enqueue_once
 from simpro_counter.webhooks.receiver import Delivery, UnusedEvent, parse_delivery
@@ -42,7 +42,22 @@ MAX_BODY_BYTES = 64 * 1024
         400: {"description": "Not a delivery (the error says why)"},
         401: {"description": "Missing or invalid signature"},
         413: {"description": "Body larger than 64 KiB"},
-        503: {"description": "Webhooks disabled (no WEBHOOK_SECRET), or Redis unavailable"},
+        503: {
+            "description": "Webhooks disabled (no WEBHOOK_SECRET), Redis unavailable, or "
+            "too many deliveries waiting (WEBHOOK_BACKLOG_LIMIT): nothing was queued; "
+            "`Retry-After` when a retry can succeed",
+            "headers": {"Retry-After": RETRY_AFTER_HEADER},
+        },
+    },
+    # The handler reads the raw body (the signature is over its bytes), so FastAPI cannot
+    # see it: declared here. The signature header's name is WEBHOOK_SIGNATURE_HEADER.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "Simpro's delivery, signed in the `X-Response-Signature` header "
+            "(WEBHOOK_SIGNATURE_HEADER)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
     },
 )
 async def receive_webhook(request: Request) -> Response:
