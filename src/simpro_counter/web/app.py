@@ -12,11 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
-from starlette.routing import BaseRoute, Match, Route
-from starlette.types import Scope
 
 from simpro_counter.settings import Settings, simpro_config
 from simpro_counter.web import admin, counters, history, ops, pages, webhooks
+from simpro_counter.web.allow import MethodNotAllowed
 from simpro_counter.web.fastpath import FastReads
 from simpro_counter.web.runtime import Runtime
 
@@ -49,7 +48,6 @@ def create_app(
         responses={431: {"description": "Request header fields too large"}},
     )
     app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(405, _method_not_allowed)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origin_list,
@@ -66,6 +64,10 @@ def create_app(
     app.include_router(pages.router, tags=["pages"])
     app.include_router(admin.router, tags=["admin"])
     app.include_router(webhooks.router, tags=["webhooks"])
+    # The app's own routes (docs, schema) and each router's, for the `Allow` of a 405.
+    routers = (history, counters, ops, pages, admin, webhooks)
+    routes = [*app.router.routes, *(r for module in routers for r in module.router.routes)]
+    app.add_exception_handler(405, MethodNotAllowed(routes))
     return app
 
 
@@ -85,31 +87,3 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
         },
         status_code=422,
     )
-
-
-async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    """A 405 whose `Allow` lists every method the path answers.
-
-    Starlette names only the methods of the first route whose path matched, so a path
-    served by two routes (`GET` and `HEAD` of `/widget.js`) or shadowed by a templated one
-    (`/api/simpro/{metric}` before `/api/simpro/webhooks`) got a wrong `Allow`.
-    """
-    allowed = allowed_methods(request.app.router.routes, request.scope)
-    return JSONResponse(
-        {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(allowed)}
-    )
-
-
-def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
-    """The methods of the routes whose path matches the request's, sorted.
-
-    A concrete path's routes win over templated ones that also match it, as in OpenAPI:
-    `/api/simpro/webhooks` allows `POST` only, though `/api/simpro/{metric}` matches it too.
-    """
-    matching = [
-        route
-        for route in routes
-        if isinstance(route, Route) and route.methods and route.matches(scope)[0] != Match.NONE
-    ]
-    concrete = [route for route in matching if not route.param_convertors]
-    return sorted({method for route in concrete or matching for method in route.methods or ()})
