@@ -25,6 +25,7 @@ async def test_a_405_names_exactly_the_methods_of_the_path(redis_url: str) -> No
         expected = {
             ("OPTIONS", "/widget.js"): ["GET", "HEAD"],
             ("OPTIONS", "/api/simpro/webhooks"): ["POST"],
+            ("GET", "/api/simpro/webhooks"): ["POST"],  # not a metric named "webhooks"
             ("GET", "/api/simpro/webhooks/x"): None,  # no such path: 404, no Allow
             ("OPTIONS", "/api/simpro/customers/refresh"): ["GET", "POST"],
             ("PUT", "/api/simpro/customers"): ["GET", "HEAD"],
@@ -58,11 +59,28 @@ async def test_every_documented_path_allows_what_the_document_says(redis_url: st
             assert set(_allow(response.headers["allow"])) - {"HEAD"} == documented, path
 
 
-async def test_head_of_an_unknown_metric_is_a_404_like_its_get(redis_url: str) -> None:
+async def test_an_unknown_metric_is_a_404_also_to_head_and_documented_as_such(
+    redis_url: str,
+) -> None:
     async with running_app(_settings(redis_url)) as (_, client):
         assert (await client.head("/api/simpro/nope")).status_code == 404
-        assert (await client.get("/api/simpro/nope")).status_code == 404
+        unknown = await client.get("/api/simpro/nope")
+        assert unknown.status_code == 404
+        assert unknown.json()["error"].startswith("Unknown metric 'nope'")
+        assert (await client.get("/api/simpro/webhooks/refresh")).status_code == 404
         assert (await client.head("/healthz")).status_code == 200
+        document = (await client.get("/openapi.json")).json()
+    for path in ("/api/simpro/{metric}", "/api/simpro/{metric}/refresh"):
+        for operation in document["paths"][path].values():
+            (metric,) = [p for p in operation["parameters"] if p["in"] == "path"]
+            assert metric["schema"]["enum"] == [
+                "customers",
+                "invoices",
+                "revenue",
+                "jobs",
+                "quotes",
+            ]
+            assert "404" in operation["responses"]
 
 
 async def test_a_cors_preflight_still_passes_where_a_plain_options_is_a_405(

@@ -16,6 +16,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, Security
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from simpro_counter.contract import (
     InitAnswer,
@@ -47,11 +48,30 @@ from simpro_counter.web.runtime import Runtime
 router = APIRouter()
 log = logging.getLogger("simpro_counter")
 
+
+class MetricSegment(StringConvertor):
+    """A path segment that can name a metric: any but the concrete paths beside it.
+
+    Without it `/api/simpro/{metric}` would also take `GET /api/simpro/webhooks` (a 404,
+    "unknown metric") where the path answers POST only and a 405 is due. Unknown names are
+    still routed here, for the 404 that names the metrics there are.
+    """
+
+    regex = "(?!webhooks$)[^/]+"
+
+
+register_url_convertor("metric", MetricSegment())
+# Shown as `/api/simpro/{metric}` in the OpenAPI document (the convertor is not).
+METRIC = "/api/simpro/{metric:metric}"
+
 MetricPath = Annotated[
     str,
     Path(
         description="One of: " + ", ".join(METRICS),
         examples=list(METRICS),
+        # Documented as the enum it is; validated by the handlers, whose 404 names the
+        # metrics there are (FastAPI's own check would answer 422).
+        json_schema_extra={"enum": list(METRICS)},
     ),
 ]
 
@@ -70,7 +90,7 @@ def unknown_metric(metric: str) -> Response | None:
 
 
 @router.get(
-    "/api/simpro/{metric}",
+    METRIC,
     summary="The current value of a metric, from the cache",
     responses={
         200: {
@@ -90,7 +110,7 @@ def unknown_metric(metric: str) -> Response | None:
 )
 # HEAD beside GET (answered by the fast path for the known metrics), so a 405's `Allow`
 # names it; a route of its own, as one route with both would repeat the operation ID.
-@router.head("/api/simpro/{metric}", include_in_schema=False)
+@router.head(METRIC, include_in_schema=False)
 async def get_metric(request: Request, metric: MetricPath) -> Response:
     # Normally answered by the ASGI fast path (fastpath.py) before routing; same answer.
     missing = unknown_metric(metric)
@@ -112,7 +132,7 @@ async def get_metric(request: Request, metric: MetricPath) -> Response:
 
 
 @router.post(
-    "/api/simpro/{metric}/refresh",
+    f"{METRIC}/refresh",
     summary="Run a refresh now (needs Authorization: Bearer <ADMIN_TOKEN>)",
     # Declares the bearer scheme in the document; the check itself is `admin_denied`.
     dependencies=[Security(ADMIN_BEARER)],
@@ -222,7 +242,7 @@ def _already_running(storage: str) -> Response:
 
 
 @router.get(
-    "/api/simpro/{metric}/refresh",
+    f"{METRIC}/refresh",
     summary="Refresh status and cache information of a metric",
     responses={
         200: {"model": StatusAnswer, "headers": {"Cache-Control": NO_STORE_HEADER}},
