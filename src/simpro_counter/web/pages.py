@@ -103,12 +103,7 @@ async def widget_js(request: Request) -> Response:
     )
 
 
-@router.get(
-    "/",
-    summary="The homepage: what the service is, the widget on it, how to embed it",
-    response_class=Response,
-    responses={200: {"content": {"text/html": {}}}, 304: {}},
-)
+@router.get("/", include_in_schema=False)
 @router.head("/", include_in_schema=False)
 async def home(request: Request) -> Response:
     # Demo mode: a sample company homepage with the widget. Otherwise a short page for
