@@ -144,7 +144,7 @@ async def get_metric(request: Request, metric: MetricPath) -> Response:
         },
         401: {
             "description": "The bearer token is missing or wrong",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}},
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer"}}},
         },
         403: {"description": "ADMIN_TOKEN is not set on the server: refreshing is disabled"},
         404: {"description": "No such metric"},
