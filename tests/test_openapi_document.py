@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simpro_counter import contract
 from simpro_counter.settings import Settings
 from tests.service_fixtures import running_app, service_settings
 
@@ -140,3 +141,39 @@ async def test_the_document_shows_webhook_backpressure_and_caching(
         get = paths[path]["get"]
         assert "304" in get["responses"], path
         assert "If-None-Match" in {p["name"] for p in get["parameters"]}, path
+
+
+async def test_refusals_match_the_models_the_document_gives_them(redis_url: str) -> None:
+    async with running_app(_settings(redis_url)) as (_, client):
+        document = (await client.get("/openapi.json")).json()
+        answers = {
+            ("/api/simpro/{metric}/refresh", "post", "401"): await client.post(
+                "/api/simpro/customers/refresh"
+            ),
+            ("/api/simpro/{metric}/refresh", "post", "404"): await client.post(
+                "/api/simpro/nope/refresh"
+            ),
+            ("/api/simpro/{metric}/refresh", "post", "422"): await client.post(
+                "/api/simpro/customers/refresh", params={"mode": "sideways"}
+            ),
+            ("/api/simpro/{metric}/refresh", "get", "404"): await client.get(
+                "/api/simpro/nope/refresh"
+            ),
+            ("/api/simpro/customers/history", "get", "422"): await client.get(
+                "/api/simpro/customers/history", params={"interval": "week"}
+            ),
+            ("/api/simpro/customers/history", "get", "503"): await client.get(
+                "/api/simpro/customers/history"
+            ),
+            ("/api/simpro/webhooks", "post", "401"): await client.post(
+                "/api/simpro/webhooks", content=b"{}"
+            ),
+        }
+    for (path, method, status), response in answers.items():
+        assert str(response.status_code) == status, (path, method, response.text)
+        schema = document["paths"][path][method]["responses"][status]["content"][
+            "application/json"
+        ]["schema"]
+        model = getattr(contract, schema["$ref"].rsplit("/", 1)[1])
+        model.model_validate(response.json())
+        assert set(response.json()) <= {f.alias or n for n, f in model.model_fields.items()}

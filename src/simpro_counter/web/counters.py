@@ -20,10 +20,12 @@ from starlette.convertors import StringConvertor, register_url_convertor
 
 from simpro_counter.contract import (
     InitAnswer,
+    InvalidRequest,
     MetricAnswer,
     RefreshedAnswer,
     RefreshRefused,
     RefreshStarted,
+    Refusal,
     StatusAnswer,
 )
 from simpro_counter.errors import RefreshRunningError, SimproCounterError
@@ -104,7 +106,8 @@ def unknown_metric(metric: str) -> Response | None:
             },
         },
         304: {"description": "Not modified: `If-None-Match` matched the `ETag`"},
-        404: {"description": "No such metric"},
+        404: {"model": Refusal, "description": "No such metric"},
+        422: {"model": InvalidRequest, "description": "A parameter is not valid"},
     },
     openapi_extra={"parameters": [IF_NONE_MATCH]},
 )
@@ -143,11 +146,16 @@ async def get_metric(request: Request, metric: MetricPath) -> Response:
             "description": "`background=true`: started, the refresh runs behind",
         },
         401: {
+            "model": Refusal,
             "description": "The bearer token is missing or wrong",
             "headers": {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer"}}},
         },
-        403: {"description": "ADMIN_TOKEN is not set on the server: refreshing is disabled"},
-        404: {"description": "No such metric"},
+        403: {
+            "model": Refusal,
+            "description": "ADMIN_TOKEN is not set on the server: refreshing is disabled",
+        },
+        404: {"model": Refusal, "description": "No such metric"},
+        422: {"model": InvalidRequest, "description": "A parameter is not valid"},
         409: {"model": RefreshRefused, "description": "A refresh is already running"},
         429: {
             "description": "Too many wrong tokens from this client: retry later",
@@ -246,7 +254,8 @@ def _already_running(storage: str) -> Response:
     summary="Refresh status and cache information of a metric",
     responses={
         200: {"model": StatusAnswer, "headers": {"Cache-Control": NO_STORE_HEADER}},
-        404: {"description": "No such metric"},
+        404: {"model": Refusal, "description": "No such metric"},
+        422: {"model": InvalidRequest, "description": "A parameter is not valid"},
     },
 )
 async def get_refresh_status(request: Request, metric: MetricPath) -> Response:

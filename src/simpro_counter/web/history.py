@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from simpro_counter.contract import HistoryAnswer
+from simpro_counter.contract import HistoryAnswer, HistoryUnavailable, InvalidRequest
 from simpro_counter.growth import GrowthHistory, HistoryUnavailableError
 from simpro_counter.metrics import Interval, to_csv
 from simpro_counter.web.http import (
@@ -39,9 +39,10 @@ _CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=600"
             "headers": {"ETag": ETAG_HEADER, "Cache-Control": CACHE_CONTROL_HEADER},
         },
         304: {"description": "Not modified: `If-None-Match` matched the `ETag`"},
+        422: {"model": InvalidRequest, "description": "`interval` or `format` is not valid"},
         503: {
+            "model": HistoryUnavailable,
             "description": "The first full scan has not finished (or Redis never answered)",
-            "content": {"application/json": {"schema": {"type": "object"}}},
             "headers": {"Retry-After": RETRY_AFTER_HEADER, "Cache-Control": NO_STORE_HEADER},
         },
     },

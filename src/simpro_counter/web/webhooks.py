@@ -18,6 +18,7 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
+from simpro_counter.contract import WebhookAccepted, WebhookRefused
 from simpro_counter.errors import BadDeliveryError, StoreError
 from simpro_counter.web.http import RETRY_AFTER_HEADER, json_response, runtime_of
 from simpro_counter.webhooks import replay
@@ -36,13 +37,15 @@ MAX_BODY_BYTES = 64 * 1024
     summary="Receive a signed Simpro webhook delivery and queue it for the ledger",
     responses={
         200: {
+            "model": WebhookAccepted,
             "description": "Verified: queued, or acknowledged and dropped (an event the "
-            "service does not use, a stale delivery, a replay; `reason` says which)"
+            "service does not use, a stale delivery, a replay; `reason` says which)",
         },
-        400: {"description": "Not a delivery (the error says why)"},
-        401: {"description": "Missing or invalid signature"},
-        413: {"description": "Body larger than 64 KiB"},
+        400: {"model": WebhookRefused, "description": "Not a delivery (the error says why)"},
+        401: {"model": WebhookRefused, "description": "Missing or invalid signature"},
+        413: {"model": WebhookRefused, "description": "Body larger than 64 KiB"},
         503: {
+            "model": WebhookRefused,
             "description": "Webhooks disabled (no WEBHOOK_SECRET), Redis unavailable, or "
             "too many deliveries waiting (WEBHOOK_BACKLOG_LIMIT): nothing was queued; "
             "`Retry-After` when a retry can succeed",
