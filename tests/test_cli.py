@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from simpro_counter.simulator import RunningSimulator
-from tests.service_fixtures import free_port, stop_process, wait_until_counted
+from tests.service_fixtures import ADMIN_TOKEN, free_port, stop_process, wait_until_counted
 
 CLI = [sys.executable, "-m", "simpro_counter"]
 
@@ -115,7 +115,7 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
         [*CLI, "demo", "--port", str(port), "--simulator-port", str(sim_port),
          "--invoices", "900", "--latency", "0.01", "--fault-rate", "0.1", "--activity", "0"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=_env(ADMIN_TOKEN="demo-token"),
+        env=_env(ADMIN_TOKEN=ADMIN_TOKEN),
     )  # fmt: skip
     base, sim = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
     try:
@@ -136,13 +136,13 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
 
         refreshed = httpx.post(
             f"{base}/api/simpro/customers/refresh",
-            headers={"Authorization": "Bearer demo-token"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
             timeout=60,
         )
         assert refreshed.status_code == 200
 
         # Every endpoint of the running demo passes `check`.
-        checked = _run(["check", "--url", base, "--token", "demo-token"], _env(), tmp_path)
+        checked = _run(["check", "--url", base, "--token", ADMIN_TOKEN], _env(), tmp_path)
         assert checked.returncode == 0, checked.stdout
         assert " 0 failed" in checked.stdout
 
@@ -179,7 +179,7 @@ def test_a_new_demo_run_never_serves_the_previous_runs_values(tmp_path: Path) ->
                  "--invoices", "400", "--latency", "0.05", "--fault-rate", "0",
                  "--activity", "0", "--seed", seed],
                 cwd=tmp_path, stdout=out, stderr=subprocess.DEVNULL,
-                env=_env(ADMIN_TOKEN="demo-token"),
+                env=_env(ADMIN_TOKEN=ADMIN_TOKEN),
             )  # fmt: skip
         base, sim = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
         try:

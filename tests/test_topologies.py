@@ -25,7 +25,13 @@ from simpro_counter.keys import Keys
 from simpro_counter.settings import Settings, load_settings
 from simpro_counter.webhooks.signature import sign
 from simpro_counter.wiring import redis_target
-from tests.service_fixtures import WEBHOOK_SECRET, running_app, wait_for_count, webhook_simulator
+from tests.service_fixtures import (
+    ADMIN_TOKEN,
+    WEBHOOK_SECRET,
+    running_app,
+    wait_for_count,
+    webhook_simulator,
+)
 from tests.topology_fixtures import (
     SENTINEL_PASSWORD,
     Cluster,
@@ -189,7 +195,7 @@ async def test_the_service_counts_reads_and_applies_webhooks_once(
             assert ready.status_code == 200, ready.text
             location = ready.json()["redis"]["location"]
             assert SENTINEL_PASSWORD not in ready.text
-            admin = await client.get("/admin", headers={"Authorization": "Bearer test-admin-token"})
+            admin = await client.get("/admin", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
             assert SENTINEL_PASSWORD not in admin.text
             if topology == "cluster":
                 assert location.startswith("cluster of 3 masters, 3 replicas via 127.0.0.1:"), (

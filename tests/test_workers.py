@@ -30,10 +30,10 @@ from simpro_counter.keys import Keys
 from simpro_counter.store import ResilientStore, connect
 from simpro_counter.store.processes import pid_alive
 from simpro_counter.store.values import MetricValue
-from tests.service_fixtures import free_port, stop_process, wait_until_counted
+from tests.service_fixtures import ADMIN_TOKEN, free_port, stop_process, wait_until_counted
 
 CLI = [sys.executable, "-m", "simpro_counter"]
-TOKEN = "workers-token"
+TOKEN = ADMIN_TOKEN
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,19 @@ from simpro_counter.contract import (
 from simpro_counter.errors import RefreshRunningError, SimproCounterError
 from simpro_counter.metrics import METRICS, refresh_groups
 from simpro_counter.refresh import CUSTOMERS, RefreshMode
-from simpro_counter.store.values import MetricValue
-from simpro_counter.web.auth import admin_denied
+from simpro_counter.store.values import MetricValue, RefreshStatus
+from simpro_counter.web.auth import admin_denied, details_denied
 from simpro_counter.web.http import iso, json_response, runtime_of
 from simpro_counter.web.reads import value_fields
 from simpro_counter.web.runtime import Runtime
 
 router = APIRouter()
 log = logging.getLogger("simpro_counter")
+
+PUBLIC_REFRESH_ERROR = (
+    "The last refresh failed; the previous value is kept. The details are in the "
+    "service's log, or ask with 'Authorization: Bearer <ADMIN_TOKEN>'"
+)
 
 MetricPath = Annotated[
     str,
@@ -97,8 +102,11 @@ async def get_metric(request: Request, metric: MetricPath) -> Response:
     responses={
         200: {"model": RefreshedAnswer, "description": "The refresh finished"},
         202: {"model": RefreshStarted, "description": "Started in the background"},
+        401: {"description": "Missing or wrong bearer token"},
+        403: {"description": "ADMIN_TOKEN is not set: refreshing over HTTP is disabled"},
         404: {"description": "No such metric"},
         409: {"model": RefreshRefused, "description": "A refresh is already running"},
+        429: {"description": "Too many wrong tokens; `Retry-After` says when to retry"},
         502: {"model": RefreshRefused, "description": "Simpro failed; the value is kept"},
     },
 )
@@ -190,13 +198,25 @@ def _already_running(storage: str) -> Response:
 @router.get(
     "/api/simpro/{metric}/refresh",
     summary="Refresh status and cache information of a metric",
-    responses={200: {"model": StatusAnswer}, 404: {"description": "No such metric"}},
+    responses={
+        200: {
+            "model": StatusAnswer,
+            "description": "`lastError` is the error itself only with "
+            "`Authorization: Bearer <ADMIN_TOKEN>`; without it, a generic sentence",
+        },
+        401: {"description": "A wrong bearer token was sent"},
+        404: {"description": "No such metric"},
+        429: {"description": "Too many wrong tokens; `Retry-After` says when to retry"},
+    },
 )
 async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
     missing = unknown_metric(metric)
     if missing is not None:
         return missing
     runtime = runtime_of(request)
+    details, refused = details_denied(request, runtime.settings)
+    if refused is not None:
+        return refused
     value = await runtime.store.read(metric)
     status = await runtime.store.read_status(metric)
     now = time.time()
@@ -208,7 +228,7 @@ async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
         "isRefreshing": await runtime.refresher.is_refreshing(metric),
         "storage": runtime.store.storage,
         "stale": value.is_stale(now) if value else None,
-        "lastError": status.last_error if status else None,
+        "lastError": _last_error(status, details=details),
         "lastErrorAt": iso(status.last_error_at) if status and status.last_error_at else None,
         "lastSuccessAt": (
             iso(status.last_success_at) if status and status.last_success_at else None
@@ -216,6 +236,14 @@ async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
         "lastRefresh": status.last_report if status else {},
     }
     return json_response(body, headers={"Cache-Control": "no-store"})
+
+
+def _last_error(status: RefreshStatus | None, *, details: bool) -> str | None:
+    """The last refresh's error; for the public only that there was one, since Simpro's
+    and Redis's error text can name hosts, paths and request details."""
+    if status is None or status.last_error is None:
+        return None
+    return status.last_error if details else PUBLIC_REFRESH_ERROR
 
 
 @router.get(

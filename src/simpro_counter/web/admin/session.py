@@ -71,10 +71,3 @@ class SessionCodec:
     def _sign(self, message: bytes) -> str:
         digest = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
-def token_matches(given: str, expected: str) -> bool:
-    """Constant-time comparison that does not reveal the token's length either."""
-    return hmac.compare_digest(
-        hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest()
-    )
