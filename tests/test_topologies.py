@@ -191,7 +191,7 @@ async def test_the_service_counts_reads_and_applies_webhooks_once(
             # Near-cache invalidation rides pub/sub on this topology too.
             assert app.state.runtime.store.subscribed
 
-            ready = await client.get("/readyz")
+            ready = await client.get("/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
             assert ready.status_code == 200, ready.text
             location = ready.json()["redis"]["location"]
             assert SENTINEL_PASSWORD not in ready.text
