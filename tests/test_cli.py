@@ -28,6 +28,10 @@ def _env(**values: str) -> dict[str, str]:
     return env
 
 
+def _without_admin_token() -> dict[str, str]:
+    return {k: v for k, v in _env().items() if k != "ADMIN_TOKEN"}
+
+
 def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         CLI + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
@@ -179,7 +183,8 @@ def test_a_new_demo_run_never_serves_the_previous_runs_values(tmp_path: Path) ->
                  "--invoices", "400", "--latency", "0.05", "--fault-rate", "0",
                  "--activity", "0", "--seed", seed],
                 cwd=tmp_path, stdout=out, stderr=subprocess.DEVNULL,
-                env=_env(ADMIN_TOKEN=ADMIN_TOKEN),
+                # The second run makes its own ADMIN_TOKEN (checked below).
+                env=_env(ADMIN_TOKEN=ADMIN_TOKEN) if seed == "7" else _without_admin_token(),
             )  # fmt: skip
         base, sim = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
         try:
@@ -200,5 +205,17 @@ def test_a_new_demo_run_never_serves_the_previous_runs_values(tmp_path: Path) ->
             stop_process(demo, signal.SIGINT, timeout=20)
         banner = banner_file.read_text()
         # The banner's command lines are whole, even written to a pipe (80 columns).
-        assert re.search(r"Check {7}simpro-counter check --url \S+ --token \S+\n", banner)
+        check = re.search(r"Check {7}simpro-counter check --url \S+ --token (\S+)\n", banner)
+        assert check
+        if seed == "8":
+            assert len(check.group(1)) >= 32  # a generated token is as long as one must be
     assert seen[0] != seen[1]  # two different builds, so the check above means something
+
+
+def test_demo_refuses_a_short_admin_token_with_one_line(tmp_path: Path) -> None:
+    result = _run(["demo", "--port", str(free_port())], _env(ADMIN_TOKEN="short"), tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "ADMIN_TOKEN is invalid: must be at least 32 characters" in lines[0]
+    assert "secrets.token_urlsafe(32)" in lines[0]
