@@ -86,7 +86,7 @@ class RefreshChecks:
             started = "202 Accepted"
         else:
             raise CheckError(f"expected 202 (or 409), got {status_line(response)}")
-        status = await self._finished_refresh()
+        status = await self._finished_refresh(token)
         if status.count is None:
             raise CheckError("after the refresh: field count: expected int, got null")
         error = _latest_error(status)
@@ -95,7 +95,7 @@ class RefreshChecks:
         earlier = " (lastError still shows an earlier failure)" if status.last_error else ""
         return f"{started}; the refresh finished with count {status.count:,}{earlier}"
 
-    async def _finished_refresh(self) -> CountStatus:
+    async def _finished_refresh(self, token: str) -> CountStatus:
         def ready(response: httpx.Response, body: Body) -> bool:
             refreshing = body.get("isRefreshing")
             if not isinstance(refreshing, bool):
@@ -107,6 +107,7 @@ class RefreshChecks:
             ready=ready,
             pause=lambda response: _POLL_SECONDS,
             timed_out=lambda requests: f"still refreshing after {self.probe.wait:.0f} s",
+            headers=_auth(token),  # with the token, `lastError` is the error itself
         )
         return parse(CountStatus, polled.body, context="after the refresh: ")
 
