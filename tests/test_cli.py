@@ -146,7 +146,7 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
         assert refreshed.status_code == 200
 
         # Every endpoint of the running demo passes `check`.
-        checked = _run(["check", "--url", base, "--token", ADMIN_TOKEN], _env(), tmp_path)
+        checked = _run(["check", "--url", base], _env(ADMIN_TOKEN=ADMIN_TOKEN), tmp_path)
         assert checked.returncode == 0, checked.stdout
         assert " 0 failed" in checked.stdout
 
@@ -205,10 +205,14 @@ def test_a_new_demo_run_never_serves_the_previous_runs_values(tmp_path: Path) ->
             stop_process(demo, signal.SIGINT, timeout=20)
         banner = banner_file.read_text()
         # The banner's command lines are whole, even written to a pipe (80 columns).
-        check = re.search(r"Check {7}simpro-counter check --url \S+ --token (\S+)\n", banner)
-        assert check
-        if seed == "8":
-            assert len(check.group(1)) >= 32  # a generated token is as long as one must be
+        # The token goes in the environment, never on the command line.
+        check = re.search(r"Check {7}ADMIN_TOKEN=(\S+) simpro-counter check --url http", banner)
+        assert check, banner
+        assert "--token" not in banner
+        if seed == "7":
+            assert check.group(1) == ADMIN_TOKEN
+        else:  # generated: as long as a token must be
+            assert len(check.group(1)) >= 32
     assert seen[0] != seen[1]  # two different builds, so the check above means something
 
 
