@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
+from tests.service_fixtures import ADMIN_TOKEN
 
 from bench.record import record
 from simpro_counter.settings import Settings
@@ -37,7 +38,7 @@ from simpro_counter.store import EmbeddedRedis
 from simpro_counter.web import create_app
 
 SECRET = "bench-webhook-secret"
-TOKEN = "bench-admin-token"
+TOKEN = ADMIN_TOKEN
 
 
 class _LateApp(httpx.AsyncBaseTransport):

@@ -24,7 +24,8 @@ from simpro_counter.simulator import Simulator, SimulatorConfig
 from simpro_counter.web import create_app
 from tests.transports import LateASGITransport
 
-ADMIN_TOKEN = "test-admin-token"
+# ADMIN_TOKEN must be at least 32 characters: every test and benchmark uses this one.
+ADMIN_TOKEN = "test-admin-token-0123456789abcdefghij"
 WEBHOOK_SECRET = "test-webhook-secret"
 
 

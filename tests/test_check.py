@@ -18,6 +18,7 @@ from simpro_counter.check import CheckResult, check_deployment, render, run_chec
 from simpro_counter.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from simpro_counter.store import EmbeddedRedis
 from tests.service_fixtures import (
+    ADMIN_TOKEN,
     ServiceProcess,
     free_port,
     service_process,
@@ -25,7 +26,7 @@ from tests.service_fixtures import (
     wait_until_counted,
 )
 
-TOKEN = "check-admin-token-1f3a"
+TOKEN = ADMIN_TOKEN
 BACKGROUND = "POST /api/simpro/customers/refresh?background=true"
 FOREGROUND = "POST /api/simpro/customers/refresh"
 

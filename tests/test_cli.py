@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from simpro_counter.simulator import RunningSimulator
-from tests.service_fixtures import free_port, stop_process, wait_until_counted
+from tests.service_fixtures import ADMIN_TOKEN, free_port, stop_process, wait_until_counted
 
 CLI = [sys.executable, "-m", "simpro_counter"]
 
@@ -26,6 +26,10 @@ def _env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIMPRO_")}
     env.update(values)
     return env
+
+
+def _without_admin_token() -> dict[str, str]:
+    return {k: v for k, v in _env().items() if k != "ADMIN_TOKEN"}
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -115,7 +119,7 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
         [*CLI, "demo", "--port", str(port), "--simulator-port", str(sim_port),
          "--invoices", "900", "--latency", "0.01", "--fault-rate", "0.1", "--activity", "0"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=_env(ADMIN_TOKEN="demo-token"),
+        env=_env(ADMIN_TOKEN=ADMIN_TOKEN),
     )  # fmt: skip
     base, sim = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
     try:
@@ -136,13 +140,13 @@ def test_demo_serves_the_exact_count_and_refresh_shares_its_redis(tmp_path: Path
 
         refreshed = httpx.post(
             f"{base}/api/simpro/customers/refresh",
-            headers={"Authorization": "Bearer demo-token"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
             timeout=60,
         )
         assert refreshed.status_code == 200
 
         # Every endpoint of the running demo passes `check`.
-        checked = _run(["check", "--url", base], _env(ADMIN_TOKEN="demo-token"), tmp_path)
+        checked = _run(["check", "--url", base], _env(ADMIN_TOKEN=ADMIN_TOKEN), tmp_path)
         assert checked.returncode == 0, checked.stdout
         assert " 0 failed" in checked.stdout
 
@@ -179,7 +183,8 @@ def test_a_new_demo_run_never_serves_the_previous_runs_values(tmp_path: Path) ->
                  "--invoices", "400", "--latency", "0.05", "--fault-rate", "0",
                  "--activity", "0", "--seed", seed],
                 cwd=tmp_path, stdout=out, stderr=subprocess.DEVNULL,
-                env=_env(ADMIN_TOKEN="demo-token"),
+                # The second run makes its own ADMIN_TOKEN (checked below).
+                env=_env(ADMIN_TOKEN=ADMIN_TOKEN) if seed == "7" else _without_admin_token(),
             )  # fmt: skip
         base, sim = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sim_port}"
         try:
@@ -201,6 +206,20 @@ def test_a_new_demo_run_never_serves_the_previous_runs_values(tmp_path: Path) ->
         banner = banner_file.read_text()
         # The banner's command lines are whole, even written to a pipe (80 columns).
         # The token goes in the environment, never on the command line.
-        assert "Check       ADMIN_TOKEN=demo-token simpro-counter check --url http" in banner
+        check = re.search(r"Check {7}ADMIN_TOKEN=(\S+) simpro-counter check --url http", banner)
+        assert check, banner
         assert "--token" not in banner
+        if seed == "7":
+            assert check.group(1) == ADMIN_TOKEN
+        else:  # generated: as long as a token must be
+            assert len(check.group(1)) >= 32
     assert seen[0] != seen[1]  # two different builds, so the check above means something
+
+
+def test_demo_refuses_a_short_admin_token_with_one_line(tmp_path: Path) -> None:
+    result = _run(["demo", "--port", str(free_port())], _env(ADMIN_TOKEN="short"), tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "ADMIN_TOKEN is invalid: must be at least 32 characters" in lines[0]
+    assert "secrets.token_urlsafe(32)" in lines[0]

@@ -29,7 +29,13 @@ import redis
 
 from simpro_counter.keys import WEBHOOK_GROUP, Keys
 from simpro_counter.webhooks.signature import sign
-from tests.service_fixtures import free_port, service_process, stop_process, wait_until_counted
+from tests.service_fixtures import (
+    ADMIN_TOKEN,
+    free_port,
+    service_process,
+    stop_process,
+    wait_until_counted,
+)
 from tests.topology_fixtures import (
     SENTINEL_PASSWORD,
     Cluster,
@@ -40,7 +46,7 @@ from tests.topology_fixtures import (
 
 __all__ = ["redis_cluster", "redis_sentinel"]  # module-scoped fixtures used by name
 
-TOKEN = "failover-token"
+TOKEN = ADMIN_TOKEN
 SECRET = "failover-webhook-secret"
 SERVICES = 3
 WEBHOOKS = 24  # deliveries sent in all; the master is killed after the 6th

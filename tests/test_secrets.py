@@ -19,13 +19,13 @@ from simpro_counter.settings import Settings, load_settings, simpro_config
 from simpro_counter.simpro import SimproClient
 from simpro_counter.simulator import Simulator
 from simpro_counter.wiring import redis_target
-from tests.service_fixtures import free_port, running_app, service_settings
+from tests.service_fixtures import ADMIN_TOKEN, free_port, running_app, service_settings
 
 API_KEY = "api-key-5e1f0c"
 CLIENT_SECRET = "client-secret-77ab2d"
 PASS_HEAD, PASS_TAIL = "c0ffee51", "9d7ba3e2"
 REDIS_PASSWORD = PASS_HEAD + PASS_TAIL
-ADMIN = "admin-token-4d9b1a"
+ADMIN = "admin-token-4d9b1a-5c8e7f2a9b3d6e1f70"
 WEBHOOK = "webhook-secret-a8e3"
 SENTINEL = "sentinel-pass-19f2"
 SECRETS = (API_KEY, CLIENT_SECRET, REDIS_PASSWORD, ADMIN, WEBHOOK, SENTINEL)
@@ -109,12 +109,14 @@ async def test_an_unreachable_redis_with_a_password_is_reported_without_it(
     url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0"  # nothing listens there
     caplog.set_level(logging.DEBUG)
     async with running_app(service_settings(url)) as (_, client):
-        ready = await client.get("/readyz")
+        public = await client.get("/readyz")
+        ready = await client.get("/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         status = await client.get("/api/simpro/customers/refresh")
-    assert ready.status_code == 503
+    assert public.status_code == ready.status_code == 503
+    assert "127.0.0.1" not in public.text  # where Redis is: only with the token
     assert "127.0.0.1" in ready.text  # where it is, without the password
     assert "Redis unreachable" in caplog.text  # the failure is logged, the password not
-    assert _shown(ready.text, status.text, caplog.text) == []
+    assert _shown(public.text, ready.text, status.text, caplog.text) == []
 
 
 @pytest.mark.parametrize(

@@ -92,3 +92,25 @@ def test_oauth2_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         None,
     )
     assert config.credential_setting == "SIMPRO_CLIENT_ID and SIMPRO_CLIENT_SECRET"
+
+
+def test_a_short_admin_token_is_refused_with_how_to_make_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for length in (1, 16, 31):
+        token = "Q" * length
+        monkeypatch.setenv("ADMIN_TOKEN", token)
+        with pytest.raises(ConfigError) as raised:
+            load_settings()
+        message = str(raised.value)
+        assert message.startswith(
+            f"ADMIN_TOKEN is invalid: must be at least 32 characters, it has {length}"
+        )
+        assert 'python -c "import secrets; print(secrets.token_urlsafe(32))"' in message
+        assert token not in message  # the value itself is never shown
+        assert "\n" not in message
+    # 32 characters are enough; empty means unset (refreshing over HTTP disabled).
+    monkeypatch.setenv("ADMIN_TOKEN", "Q" * 32)
+    assert load_settings().admin_token_value == "Q" * 32
+    monkeypatch.setenv("ADMIN_TOKEN", "")
+    assert load_settings().admin_token_value is None

@@ -31,6 +31,7 @@ from playwright.sync_api import Locator, Page, Request, Response, expect
 from simpro_counter.simulator import RunningSimulator, Simulator, SimulatorConfig, running_simulator
 from simpro_counter.store import EmbeddedRedis
 from tests.service_fixtures import (
+    ADMIN_TOKEN,
     ServiceProcess,
     free_port,
     running_app,
@@ -40,7 +41,7 @@ from tests.service_fixtures import (
     wait_until_counted,
 )
 
-TOKEN = "widget-admin-token"
+TOKEN = ADMIN_TOKEN
 DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 API_PATH = "/api/simpro/customers"
 

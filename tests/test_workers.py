@@ -31,13 +31,13 @@ from simpro_counter.store import ResilientStore, connect
 from simpro_counter.store.embedded import find_redis_server
 from simpro_counter.store.processes import pid_alive
 from simpro_counter.store.values import MetricValue
-from tests.service_fixtures import free_port, stop_process, wait_until_counted
+from tests.service_fixtures import ADMIN_TOKEN, free_port, stop_process, wait_until_counted
 
 # The embedded server's binary name (valkey-server), as it shows in a command line.
 SERVER = Path(find_redis_server()).name
 
 CLI = [sys.executable, "-m", "simpro_counter"]
-TOKEN = "workers-token"
+TOKEN = ADMIN_TOKEN
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from simpro_counter.errors import HistoryUnavailableError, StoreError
+from simpro_counter.logsafe import RateLimitedLog
 from simpro_counter.metrics import HistoryPoint, Interval, growth_from_days
 from simpro_counter.store.ledger import FirstDays, InvoiceLedgerStore
 
@@ -28,6 +29,8 @@ from simpro_counter.store.ledger import FirstDays, InvoiceLedgerStore
 __all__ = ["CustomerGrowth", "GrowthHistory", "HistoryUnavailableError"]
 
 log = logging.getLogger("simpro_counter.growth")
+# Every anonymous read of the history during an outage would log a line otherwise.
+_warnings = RateLimitedLog()
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,12 @@ class CustomerGrowth:
                         f"The growth history cannot be read from Redis ({exc}) and none was "
                         "read before; it will be back with Redis."
                     ) from exc
-                log.warning("Redis unavailable (%s): serving the last growth history read", exc)
+                _warnings.warning(
+                    log,
+                    "growth",
+                    "Redis unavailable (%s): serving the last growth history read",
+                    exc,
+                )
                 return self._read
             if self._read is None or self._read[0].version != first.version:
                 self._read = (first, time.time())

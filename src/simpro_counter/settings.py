@@ -19,6 +19,8 @@ from simpro_counter.keys import DEFAULT_PREFIX, LOCK_TTL_SECONDS, WEBHOOK_BACKLO
 from simpro_counter.simpro.config import SimproConfig
 
 DEMO_HINT = "`simpro-counter demo` runs without Simpro"
+ADMIN_TOKEN_MIN_LENGTH = 32
+MAKE_TOKEN = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 class Settings(BaseSettings):
@@ -110,7 +112,9 @@ class Settings(BaseSettings):
         description="ISO 4217 code of the build's currency, sent with `revenue`",
     )
     admin_token: SecretStr | None = Field(
-        default=None, description="Bearer token for POST refresh and the admin pages"
+        default=None,
+        description=f"Bearer token for POST refresh, the admin pages and the details of "
+        f"/readyz; at least {ADMIN_TOKEN_MIN_LENGTH} characters",
     )
     cors_origins: str = Field(
         default="*", description="Comma-separated origins allowed to read the counters"
@@ -155,8 +159,7 @@ class Settings(BaseSettings):
     )
     demo: bool = Field(
         default=False,
-        description="Demo mode: `/` is a sample homepage with the widget, and loopback "
-        "clients may refresh without a token when ADMIN_TOKEN is unset",
+        description="Demo mode: `/` is a sample homepage with the widget",
     )
 
     @field_validator("redis_url")
@@ -170,6 +173,18 @@ class Settings(BaseSettings):
     @classmethod
     def _sentinels_are_addresses(cls, value: str) -> str:
         sentinel_addresses(value)
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short token can be guessed despite the throttle; an empty one means unset.
+        length = len(value.get_secret_value()) if value is not None else 0
+        if 0 < length < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(
+                f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters, it has {length}; "
+                f"make one with: {MAKE_TOKEN}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -259,8 +274,9 @@ def load_settings() -> Settings:
 def _describe(exc: ValidationError) -> str:
     error = exc.errors()[0]
     name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+    message = error["msg"].removeprefix("Value error, ")
     # The offending value is left out on purpose: it might be a secret.
-    return f"{name} is invalid: {error['msg']}. Fix it in the environment or .env ({DEMO_HINT})."
+    return f"{name} is invalid: {message}. Fix it in the environment or .env ({DEMO_HINT})."
 
 
 def simpro_config(settings: Settings) -> SimproConfig:

@@ -77,6 +77,7 @@ class Probe:
         ready: Callable[[httpx.Response, Body], bool],
         pause: Callable[[httpx.Response], float],
         timed_out: Callable[[int], str],
+        headers: dict[str, str] | None = None,
     ) -> Polled:
         """GET `path` until `ready(response, body)`, waiting `pause(response)` seconds in
         between, for at most `wait` seconds in all; then fail with `timed_out(requests)`.
@@ -84,7 +85,7 @@ class Probe:
         deadline = time.monotonic() + self.wait
         waits = 0
         while True:
-            response = await self.request("GET", path)
+            response = await self.request("GET", path, headers=headers)
             body = json_object(response, 200)
             if ready(response, body):
                 return Polled(response, body, waits)

@@ -57,8 +57,7 @@ class RefreshChecks:
                 "refreshed over HTTP (the scheduler still refreshes stale values)"
             )
         raise CheckError(
-            f"expected 401 or 403, got {status_line(response)}: anyone can trigger a refresh "
-            "(demo mode from this machine?)"
+            f"expected 401 or 403, got {status_line(response)}: anyone can trigger a refresh"
         )
 
     async def post_wrong_token(self) -> str:
@@ -70,6 +69,8 @@ class RefreshChecks:
             return "401: a wrong token is refused"
         if response.status_code == 403:
             return "403: no ADMIN_TOKEN on the server, so no token is accepted"
+        if response.status_code == 429:
+            return "429: refused, wrong tokens from here are being throttled"
         raise CheckError(f"expected 401, got {status_line(response)}: a wrong token was accepted")
 
     async def background_refresh(self, token: str) -> str:
@@ -86,7 +87,7 @@ class RefreshChecks:
             started = "202 Accepted"
         else:
             raise CheckError(f"expected 202 (or 409), got {status_line(response)}")
-        status = await self._finished_refresh()
+        status = await self._finished_refresh(token)
         if status.count is None:
             raise CheckError("after the refresh: field count: expected int, got null")
         error = _latest_error(status)
@@ -95,7 +96,7 @@ class RefreshChecks:
         earlier = " (lastError still shows an earlier failure)" if status.last_error else ""
         return f"{started}; the refresh finished with count {status.count:,}{earlier}"
 
-    async def _finished_refresh(self) -> CountStatus:
+    async def _finished_refresh(self, token: str) -> CountStatus:
         def ready(response: httpx.Response, body: Body) -> bool:
             refreshing = body.get("isRefreshing")
             if not isinstance(refreshing, bool):
@@ -107,6 +108,7 @@ class RefreshChecks:
             ready=ready,
             pause=lambda response: _POLL_SECONDS,
             timed_out=lambda requests: f"still refreshing after {self.probe.wait:.0f} s",
+            headers=_auth(token),  # with the token, `lastError` is the error itself
         )
         return parse(CountStatus, polled.body, context="after the refresh: ")
 
@@ -147,6 +149,9 @@ def _refused(response: httpx.Response) -> None:
         raise CheckError(
             "403: ADMIN_TOKEN is not set on the server, so refreshing over HTTP is off"
         )
+    if response.status_code == 429:
+        wait = response.headers.get("Retry-After", "?")
+        raise CheckError(f"429: too many wrong tokens were sent lately; try again in {wait} s")
 
 
 def _latest_error(status: CountStatus) -> str | None:

@@ -31,8 +31,8 @@ from simpro_counter.contract import (
 from simpro_counter.errors import RefreshRunningError, SimproCounterError
 from simpro_counter.metrics import METRICS, refresh_groups
 from simpro_counter.refresh import CUSTOMERS, RefreshMode
-from simpro_counter.store.values import MetricValue
-from simpro_counter.web.auth import admin_denied
+from simpro_counter.store.values import MetricValue, RefreshStatus
+from simpro_counter.web.auth import admin_denied, details_denied
 from simpro_counter.web.http import (
     ADMIN_BEARER,
     CACHE_CONTROL_HEADER,
@@ -65,6 +65,11 @@ class MetricSegment(StringConvertor):
 register_url_convertor("metric", MetricSegment())
 # Shown as `/api/simpro/{metric}` in the OpenAPI document (the convertor is not).
 METRIC = "/api/simpro/{metric:metric}"
+
+PUBLIC_REFRESH_ERROR = (
+    "The last refresh failed; the previous value is kept. The details are in the "
+    "service's log, or ask with 'Authorization: Bearer <ADMIN_TOKEN>'"
+)
 
 MetricPath = Annotated[
     str,
@@ -158,7 +163,7 @@ async def get_metric(request: Request, metric: MetricPath) -> Response:
         422: {"model": InvalidRequest, "description": "A parameter is not valid"},
         409: {"model": RefreshRefused, "description": "A refresh is already running"},
         429: {
-            "description": "Too many wrong tokens from this client: retry later",
+            "description": "Too many wrong tokens; `Retry-After` says when to retry",
             "headers": {"Retry-After": RETRY_AFTER_HEADER},
         },
         502: {"model": RefreshRefused, "description": "Simpro failed; the value is kept"},
@@ -253,9 +258,23 @@ def _already_running(storage: str) -> Response:
     f"{METRIC}/refresh",
     summary="Refresh status and cache information of a metric",
     responses={
-        200: {"model": StatusAnswer, "headers": {"Cache-Control": NO_STORE_HEADER}},
+        200: {
+            "model": StatusAnswer,
+            "description": "`lastError` is the error itself only with "
+            "`Authorization: Bearer <ADMIN_TOKEN>`; without it, a generic sentence",
+            "headers": {"Cache-Control": NO_STORE_HEADER},
+        },
+        401: {
+            "model": Refusal,
+            "description": "A wrong bearer token was sent",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer"}}},
+        },
         404: {"model": Refusal, "description": "No such metric"},
         422: {"model": InvalidRequest, "description": "A parameter is not valid"},
+        429: {
+            "description": "Too many wrong tokens; `Retry-After` says when to retry",
+            "headers": {"Retry-After": RETRY_AFTER_HEADER},
+        },
     },
 )
 async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
@@ -263,6 +282,9 @@ async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
     if missing is not None:
         return missing
     runtime = runtime_of(request)
+    details, refused = details_denied(request, runtime.settings)
+    if refused is not None:
+        return refused
     value = await runtime.store.read(metric)
     status = await runtime.store.read_status(metric)
     now = time.time()
@@ -274,7 +296,7 @@ async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
         "isRefreshing": await runtime.refresher.is_refreshing(metric),
         "storage": runtime.store.storage,
         "stale": value.is_stale(now) if value else None,
-        "lastError": status.last_error if status else None,
+        "lastError": _last_error(status, details=details),
         "lastErrorAt": iso(status.last_error_at) if status and status.last_error_at else None,
         "lastSuccessAt": (
             iso(status.last_success_at) if status and status.last_success_at else None
@@ -282,6 +304,14 @@ async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
         "lastRefresh": status.last_report if status else {},
     }
     return json_response(body, headers={"Cache-Control": "no-store"})
+
+
+def _last_error(status: RefreshStatus | None, *, details: bool) -> str | None:
+    """The last refresh's error; for the public only that there was one, since Simpro's
+    and Redis's error text can name hosts, paths and request details."""
+    if status is None or status.last_error is None:
+        return None
+    return status.last_error if details else PUBLIC_REFRESH_ERROR
 
 
 @router.get(

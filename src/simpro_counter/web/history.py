@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -22,6 +23,12 @@ from simpro_counter.web.http import (
 from simpro_counter.web.reads import RETRY_AFTER_SECONDS, etag_matches
 
 router = APIRouter()
+log = logging.getLogger("simpro_counter")
+
+_REDIS_DOWN = (
+    "The growth history cannot be read from Redis and none was read before; "
+    "it will be back with Redis."
+)
 
 # The history moves with every invoice of a new customer: short client caching.
 _CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=600"
@@ -56,8 +63,13 @@ async def get_history(
     try:
         growth = await runtime_of(request).growth_history(interval)
     except HistoryUnavailableError as exc:
+        error = str(exc)
+        if exc.__cause__ is not None:
+            # Redis's own error text names hosts and paths: the log gets it, not the public.
+            runtime_of(request).warnings.warning(log, "history", "%s", error)
+            error = _REDIS_DOWN
         return json_response(
-            {"interval": interval, "history": None, "error": str(exc)},
+            {"interval": interval, "history": None, "error": error},
             status=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"},
         )

@@ -7,9 +7,10 @@ import time
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from simpro_counter.contract import Health, Readiness
+from simpro_counter.contract import Health, Readiness, Refusal
 from simpro_counter.metrics import METRICS
-from simpro_counter.web.http import NO_STORE_HEADER, json_response, runtime_of
+from simpro_counter.web.auth import details_denied
+from simpro_counter.web.http import NO_STORE_HEADER, RETRY_AFTER_HEADER, json_response, runtime_of
 
 router = APIRouter()
 
@@ -26,6 +27,15 @@ async def healthz() -> Response:
     summary="Readiness: Redis and Simpro reachable",
     responses={
         200: {"model": Readiness, "headers": {"Cache-Control": NO_STORE_HEADER}},
+        401: {
+            "model": Refusal,
+            "description": "A wrong bearer token was sent",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer"}}},
+        },
+        429: {
+            "description": "Too many wrong tokens; `Retry-After` says when to retry",
+            "headers": {"Retry-After": RETRY_AFTER_HEADER},
+        },
         503: {
             "model": Readiness,
             "description": "Not ready",
@@ -34,16 +44,27 @@ async def healthz() -> Response:
     },
 )
 async def readyz(request: Request) -> Response:
+    """Readiness for anyone; where Redis is and why a part fails only with the token
+    (locations, socket paths and upstream error text help an attacker, not a probe)."""
     runtime = runtime_of(request)
+    details, refused = details_denied(request, runtime.settings)
+    if refused is not None:
+        return refused
     redis_ok = await runtime.store.ping()
     simpro_ok, simpro_detail = await runtime.simpro_reachable()
+    if details:
+        location: str | None = runtime.store.redis_location
+        redis_error = None if redis_ok else runtime.store.last_redis_error
+    else:
+        location, redis_error = None, None if redis_ok else "unavailable"
+        simpro_detail = "reachable" if simpro_ok else "unreachable"
     body = {
         "ready": redis_ok and simpro_ok,
         "redis": {
             "ok": redis_ok,
-            "location": runtime.store.redis_location,
+            "location": location,
             "storage": runtime.store.storage,
-            "error": None if redis_ok else runtime.store.last_redis_error,
+            "error": redis_error,
         },
         "simpro": {"ok": simpro_ok, "detail": simpro_detail},
     }

@@ -15,6 +15,7 @@ import httpx
 from redis.asyncio import Redis
 
 from simpro_counter.growth import CustomerGrowth, GrowthHistory
+from simpro_counter.logsafe import RateLimitedLog
 from simpro_counter.metrics import Interval
 from simpro_counter.refresh import CUSTOMERS, Refresher
 from simpro_counter.scheduler import Scheduler
@@ -23,6 +24,7 @@ from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.store import EmbeddedRedis, ResilientStore
 from simpro_counter.telemetry import Telemetry
 from simpro_counter.web.reads import CounterReads
+from simpro_counter.web.throttle import TokenThrottle
 from simpro_counter.webhooks.worker import WebhookWorker
 from simpro_counter.wiring import build_service
 
@@ -45,6 +47,10 @@ class Runtime:
     embedded: EmbeddedRedis | None = None
     transport: httpx.AsyncBaseTransport | None = None
     queue_client: Redis | None = None
+    token_throttle: TokenThrottle = field(default_factory=TokenThrottle)
+    """Every check of ADMIN_TOKEN in this process spends from it (`web/throttle.py`)."""
+    warnings: RateLimitedLog = field(default_factory=RateLimitedLog)
+    """For the warnings any client can trigger (wrong tokens, bad webhooks)."""
     _simpro_checked: tuple[float, bool, str] = field(default=(0.0, False, "not checked yet"))
 
     @classmethod

@@ -188,5 +188,8 @@ def _refuse(
     request: Request, status: int, error: str, headers: dict[str, str] | None = None
 ) -> Response:
     client = request.client.host if request.client else "unknown"
-    log.warning("Webhook refused (%d) from %s: %s", status, client, error)
+    # Anyone can send these: rate-limited, so a flood cannot flood the log as well.
+    runtime_of(request).warnings.warning(
+        log, "webhook", "Webhook refused (%d) from %s: %s", status, client, error
+    )
     return json_response({"accepted": False, "error": error}, status=status, headers=headers)

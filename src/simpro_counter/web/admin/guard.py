@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 from fastapi import Request, Response
 
 from simpro_counter.web.admin.session import Session, SessionCodec
-from simpro_counter.web.admin.throttle import LoginThrottle
 from simpro_counter.web.http import runtime_of
 
 COOKIE = "simpro_admin"
@@ -36,10 +35,10 @@ SECURITY_HEADERS = {
 
 @dataclass
 class AdminContext:
-    """The admin state of one app: its session codec, login throttle and logouts."""
+    """The admin state of one app: its session codec and logouts (failed logins are
+    throttled by the runtime's `token_throttle`, shared with bearer tokens)."""
 
     codec: SessionCodec
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     revoked: dict[str, int] = field(default_factory=dict)
     """Nonce -> expiry of sessions logged out in this process (until they expire anyway)."""
 
@@ -96,10 +95,6 @@ def same_origin(request: Request) -> bool:
 
 def is_https(request: Request) -> bool:
     return "https" in (request.url.scheme, request.headers.get("x-forwarded-proto"))
-
-
-def client_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def secured(response: Response) -> Response:

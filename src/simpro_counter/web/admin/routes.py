@@ -23,17 +23,18 @@ from simpro_counter.web.admin.guard import (
     CSRF_HEADER,
     AdminContext,
     clear_session_cookie,
-    client_of,
     context_of,
     same_origin,
     secured,
     session_of,
     set_session_cookie,
 )
-from simpro_counter.web.admin.session import Session, token_matches
+from simpro_counter.web.admin.session import Session
 from simpro_counter.web.admin.state import METRIC_NAMES, dashboard_state
+from simpro_counter.web.auth import client_of, token_matches
 from simpro_counter.web.http import json_response, runtime_of
 from simpro_counter.web.reads import RETRY_AFTER_SECONDS
+from simpro_counter.web.throttle import Throttled
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 log = logging.getLogger("simpro_counter.admin")
@@ -69,20 +70,25 @@ async def login(request: Request) -> Response:
     if not same_origin(request):
         return pages.login_page(_CROSS_SITE, 403)
     client = client_of(request)
-    wait = context.throttle.retry_after(client)
-    if wait:
+    runtime = runtime_of(request)
+    # Counted before the body is read: parallel logins that hold their bodies open are
+    # each counted at once, so no more than the limit get to try a token.
+    attempt = runtime.token_throttle.reserve(client)
+    if isinstance(attempt, Throttled):
+        runtime.warnings.warning(
+            log, "login", "Admin login from %s refused: too many wrong tokens", client
+        )
+        wait = attempt.retry_after
         return pages.login_page(
             f"Too many wrong tokens: try again in {wait} s.", 429, {"Retry-After": str(wait)}
         )
     form = await _form(request)
-    expected = runtime_of(request).settings.admin_token_value or ""
+    expected = runtime.settings.admin_token_value or ""
     if not token_matches((form or {}).get("token", ""), expected):
-        # Counted before the delay, so parallel guesses are limited as well.
-        context.throttle.failed(client)
-        log.warning("Admin login refused for %s: wrong token", client)
+        runtime.warnings.warning(log, "login", "Admin login refused for %s: wrong token", client)
         await asyncio.sleep(FAILED_LOGIN_DELAY)
         return pages.login_page("Wrong token.", 401)
-    context.throttle.succeeded(client)
+    runtime.token_throttle.refund(attempt)
     _, value = context.codec.issue()
     response = RedirectResponse("/admin", status_code=303)
     set_session_cookie(response, request, value, context.codec.lifetime)
