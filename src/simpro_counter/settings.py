@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from simpro_counter.errors import ConfigError
-from simpro_counter.keys import DEFAULT_PREFIX, LOCK_TTL_SECONDS
+from simpro_counter.keys import DEFAULT_PREFIX, LOCK_TTL_SECONDS, WEBHOOK_BACKLOG_LIMIT
 from simpro_counter.simpro.config import SimproConfig
 
 DEMO_HINT = "`simpro-counter demo` runs without Simpro"
@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         default=3600.0,
         description="Seconds a delivery is accepted after its date_triggered; older ones, "
         "and copies of one already queued, are acknowledged and not applied",
+    )
+    webhook_backlog_limit: Annotated[int, Field(ge=1)] = Field(
+        default=WEBHOOK_BACKLOG_LIMIT,
+        description="Deliveries accepted and not yet applied; when that many wait, a new "
+        "one is answered 503 with Retry-After and not queued",
     )
     host: str = Field(default="127.0.0.1", description="Interface `serve` listens on")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
