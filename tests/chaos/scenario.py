@@ -59,6 +59,9 @@ AOF_TRUNCATED_LOG = "aof-load-truncated"
 FAULTS = ("5xx", "drop", "slow", "truncated", "429")
 # The stored customer count: the key the AOF is cut in (keys.py, under KEY_PREFIX).
 COUNT_KEY = "chaos:customer_count"
+# What the service logs for a delivery it refused, and for a full backlog in particular.
+REFUSED = "Webhook refused (503)"
+BACKLOG_FULL = "The webhook backlog is full"
 MAX_EXAMPLES = 20  # failures kept verbatim per kind; all of them are counted
 
 
@@ -71,16 +74,17 @@ class ChaosPlan:
     customers: int = 400
     seed: int = 11
     readers: int = 4  # concurrent read loops
-    read_pause: float = 0.005  # seconds each read loop rests between reads (CPU on a busy host)
-    activity_every: float = 0.1  # seconds between data set changes
+    read_pause: float = 0.02  # seconds each read loop rests between reads (CPU on a busy host)
+    activity_every: float = 0.25  # seconds between data set changes
     refresh_every: float = 2.0  # seconds between admin refreshes
     baseline: float = 3.0
     redis_down: float = 3.0
     fault_seconds: float = 8.0
     fault_rate: float = 0.3
-    burst: int = 120  # invoices created at once to fill the webhook backlog
-    backlog_limit: int = 16  # WEBHOOK_BACKLOG_LIMIT of the service
-    backlog_latency: float = 0.15  # Simpro's latency while the burst is worked off
+    burst: int = 150  # invoices created at once to fill the webhook backlog
+    backlog_limit: int = 40  # WEBHOOK_BACKLOG_LIMIT of the service
+    backlog_latency: float = 0.15  # Simpro's latency while the burst arrives
+    backlog_slow: float = 3.0  # seconds Simpro stays that slow after the burst
     settle_timeout: float = 90.0
     rss_every: float = 0.25
 
@@ -112,6 +116,7 @@ class ChaosReport:
     deliveries: int = 0
     deliveries_retried: int = 0  # needed more than one attempt (refused, or failed)
     deliveries_refused_503: int = 0  # retried after a 503 (Redis down or backlog full)
+    deliveries_refused_backlog: int = 0  # of which: the backlog was full
     deliveries_lost: list[str] = field(default_factory=list)
     refreshes: collections.Counter[int] = field(default_factory=collections.Counter)
     aof_truncations: int = 0
@@ -143,7 +148,8 @@ class ChaosReport:
             f"failed reads        {reads.failed}",
             f"wrong values        {reads.wrong} (of which decreases: {reads.decreased})",
             f"changes / webhooks  {self.changes:,} / {self.deliveries:,} deliveries, "
-            f"{self.deliveries_retried:,} retried ({self.deliveries_refused_503:,} after 503)",
+            f"{self.deliveries_retried:,} retried ({self.deliveries_refused_503:,} refusals "
+            f"with 503, {self.deliveries_refused_backlog:,} of them for a full backlog)",
             f"lost deliveries     {len(self.deliveries_lost)}",
             f"refreshes           {dict(sorted(self.refreshes.items()))}",
             f"redis kills         {self.redis_kills} (+{self.aof_truncations} with the AOF cut, "
@@ -500,7 +506,14 @@ class _Run:
 
     def drain_webhooks(self) -> None:
         """Wait until the simulator has sent every queued delivery (retries included)."""
-        self.running.simulator.webhooks.flush_sync(timeout=self.plan.settle_timeout)
+        webhooks = self.running.simulator.webhooks
+        try:
+            webhooks.flush_sync(timeout=self.plan.settle_timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"webhook deliveries still pending after {self.plan.settle_timeout:g} s: "
+                f"{webhooks.pending()} queued"
+            ) from None
 
     def wait_for_redis(self) -> None:
         """Until the service serves from Redis again (its circuit closed), bounded."""
@@ -568,14 +581,20 @@ class _Run:
             report.fault_requests += _faults_injected(after) - _faults_injected(before)
 
         with self.phase("webhook backlog full"):
+            # A burst while Simpro is slow (each delivery's apply fetches its invoice) fills
+            # the backlog; then Simpro speeds up and the held-back deliveries drain. The
+            # steady activity pauses meanwhile, or it would keep the backlog full.
             simulator = self.running.simulator
+            self.activity.running.clear()
             simulator.latency.mean = plan.backlog_latency
             try:
                 for _ in range(plan.burst):
                     self.activity.change()
-                self.drain_webhooks()
+                time.sleep(plan.backlog_slow)
             finally:
                 simulator.latency.mean = 0.0
+            self.drain_webhooks()
+            self.activity.running.set()
         report.cycles += 1
 
     def settle(self) -> None:
@@ -628,6 +647,10 @@ def run_chaos(workdir: Path, plan: ChaosPlan) -> ChaosReport:
     redis = EmbeddedRedis(workdir / "redis", port=free_port())
     with redis, running_simulator(config) as running:
         running.simulator.webhooks.backoff = WEBHOOK_BACKOFF
+        # The service's Retry-After (30 s while Redis is down, 10 s for a full backlog) is
+        # honoured, capped at 0.25 s so that a phase need not wait it out.
+        running.simulator.webhooks.retry_after_cap = 0.25
+        running.simulator.webhooks.retry_after_attempts = 200
         history = TruthHistory()
         with service_process(_service_env(running, redis, plan), workdir) as service:
             running.simulator.webhooks.subscribe(
@@ -661,7 +684,9 @@ def run_chaos(workdir: Path, plan: ChaosPlan) -> ChaosReport:
             report.changes = activity.changes
             log = workdir / f"service-{service.url.rsplit(':', 1)[1]}.log"
             # The service logs each refused delivery; 503 = Redis down or backlog full.
-            report.deliveries_refused_503 = log.read_text().count("Webhook refused (503)")
+            refusals = [line for line in log.read_text().splitlines() if REFUSED in line]
+            report.deliveries_refused_503 = len(refusals)
+            report.deliveries_refused_backlog = sum(BACKLOG_FULL in line for line in refusals)
         _deliveries(running, report)
     report.seconds = time.monotonic() - started
     return report
