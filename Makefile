@@ -62,6 +62,7 @@ bench: $(STAMP)  ## benchmarks (add --record by hand to update docs/performance.
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.ledger_memory
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -114,3 +114,38 @@ async def test_a_value_from_before_the_upgrade_or_another_filter_gets_one_full_s
             replace(rebuilt.with_details(failed_rebuild), fence=rebuilt.fence + 1)
         )
         assert await runtime.scheduler.check_once() == []
+
+
+async def test_a_value_whose_ledger_rebuild_failed_is_scanned_again_later(
+    redis_url: str,
+) -> None:
+    simulator = Simulator(SimulatorConfig(invoices=600, customers=120, seed=15, rate=0))
+    settings = service_settings(redis_url, refresh_check_interval=60.0)
+    async with running_app(settings, simulator.transport()) as (app, client):
+        await wait_for_count(client)
+        runtime: Runtime = app.state.runtime
+        await _idle(runtime)
+        value = await runtime.store.read(CUSTOMERS)
+        assert value is not None
+        # What a full scan publishes when Redis fails its ledger rebuild: the scan's counts
+        # under its filter, with no ledger version (webhook events cannot move them).
+        details = {
+            k: v for k, v in value.details.items() if k not in ("ledgerVersion", "ledgerFormat")
+        }
+        unbuilt = replace(value.with_details(details), fence=value.fence + 1)
+        assert await runtime.store.publish(unbuilt)
+        assert runtime.refresher.ledger_rebuild_failed(unbuilt)
+        assert await runtime.scheduler.check_once() == []  # not a scan at every check
+        # Five checks later (5 x 60 s) it is scanned again, and the ledger rebuilt.
+        later = replace(unbuilt, computed_at=time.time() - 301)
+        assert await runtime.store.publish(later)
+        assert await runtime.scheduler.check_once() == ["customers"]
+        for _ in range(200):
+            rebuilt = await runtime.store.read(CUSTOMERS)
+            if rebuilt is not None and runtime.refresher.built_on_ledger(rebuilt):
+                break
+            await asyncio.sleep(0.05)
+        assert rebuilt is not None
+        assert runtime.refresher.built_on_ledger(rebuilt)
+        assert rebuilt.value == simulator.truth().customers
+        await _idle(runtime)

@@ -20,6 +20,7 @@ from simpro_counter.store import (
     ResilientStore,
     connect,
 )
+from tests.chaos.scenario import kill_redis, truncate_aof
 from tests.redis_fixtures import free_port, sync_client
 
 pytest_plugins = ["tests.redis_fixtures"]
@@ -247,3 +248,43 @@ async def test_the_subscription_reconnects_by_itself(
     assert await wait_until(seen, within=2.0) < 0.5
     await wait_until(lambda: reader.subscribed)
     assert reader.storage == "redis"
+
+
+async def test_a_redis_that_lost_the_newest_value_gets_it_back(
+    redis_server: EmbeddedRedis, make_store: MakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await make_store()
+    await wait_until(lambda: store.subscribed)
+    older = value(450, await store.next_fence("customers"))
+    assert await store.publish(older)
+    newest = value(451, await store.next_fence("customers"))
+    assert await store.publish(newest)
+    # A crash that cuts the AOF short in the newest value's write: redis-server comes
+    # back (aof-load-truncated) holding the older one, and the fence counter from before.
+    kill_redis(redis_server)
+    assert truncate_aof(redis_server.data_dir, "simpro:customer_count") > 0
+    redis_server.start()
+    with sync_client(redis_server) as plain:
+        assert plain.get("simpro:customer_count") == "450"
+
+    with caplog.at_level(logging.WARNING, logger="simpro_counter.store"):
+        # The store notices the restart (its subscription drops) and reads Redis again:
+        # never the older value, and Redis holds the newest again.
+        noticed = False
+        for _ in range(500):
+            assert await store.read("customers") == newest
+            noticed = noticed or not store.subscribed
+            if noticed and store.storage == "redis" and store.subscribed:
+                break
+            await asyncio.sleep(0.01)
+        assert noticed
+        assert store.storage == "redis"
+        assert store.subscribed
+        for _ in range(20):  # read-throughs of the restarted Redis, then near-cache hits
+            assert await store.read("customers") == newest
+            await asyncio.sleep(0.01)
+    with sync_client(redis_server) as plain:
+        assert plain.get("simpro:customer_count") == "451"
+    assert "it lost writes" in caplog.text
+    # The next refresh still gets the highest fence.
+    assert await store.next_fence("customers") > newest.fence

@@ -29,10 +29,16 @@ class Scheduler:
         full_every: float = 86400.0,
         metrics: tuple[str, ...] | None = None,
         clock: Callable[[], float] = time.time,
+        rebuild_retry: float | None = None,
     ) -> None:
         self._store = store
         self._refresher = refresher
         self._interval = interval
+        # A value whose ledger rebuild failed is scanned again this long after it was
+        # computed (while Redis answers): soon enough that webhook events move the counts
+        # again within minutes, not when the value turns stale hours later; seldom enough
+        # that a Redis which cannot hold the ledger does not get a scan at every check.
+        self._rebuild_retry = 5 * interval if rebuild_retry is None else rebuild_retry
         self._full_every = full_every
         # One metric per refresh: refreshing `customers` refreshes invoices and revenue.
         self._metrics = metrics or refresh_groups()
@@ -43,7 +49,8 @@ class Scheduler:
         """Start a background refresh of every metric that is missing, stale, or computed
         under another invoice filter or ledger format (after an upgrade or a change of
         INVOICE_TYPES / INVOICE_STAGES: the ledger must be rebuilt before webhooks and
-        syncs can keep the invoice metrics current).
+        syncs can keep the invoice metrics current), or from a scan whose ledger rebuild
+        failed, `rebuild_retry` seconds after it (while Redis answers).
 
         Returns the metrics it started (here; another replica may win the lock).
         """
@@ -52,7 +59,13 @@ class Scheduler:
             value = await self._store.read(metric)
             now = self._clock()
             outdated = value is not None and self._refresher.computed_under_other_rules(value)
-            due = value is None or value.is_stale(now) or outdated
+            unbuilt = (
+                value is not None
+                and self._store.storage == "redis"
+                and self._refresher.ledger_rebuild_failed(value)
+                and now - value.computed_at >= self._rebuild_retry
+            )
+            due = value is None or value.is_stale(now) or outdated or unbuilt
             if due and not await self._refresher.is_refreshing(metric):
                 mode: RefreshMode = "full"
                 if value is not None and self._refresher.can_sync(value):
@@ -65,6 +78,8 @@ class Scheduler:
                     if value is None
                     else "computed under another invoice filter or ledger format"
                     if outdated
+                    else "its ledger rebuild failed: webhook events cannot move it"
+                    if unbuilt
                     else "value is stale"
                 )
                 log.info("Refreshing %s (%s): %s", metric, mode, reason)

@@ -111,6 +111,18 @@ class Refresher:
             return False
         return value.provenance.invoice_filter != self.invoice_filter.describe()
 
+    def ledger_rebuild_failed(self, value: MetricValue) -> bool:
+        """True for an invoice metric's value from a full scan under today's filter whose
+        ledger rebuild failed (Redis went away during it, or trimmed the journal): it holds
+        no ledger version, so webhook events and syncs cannot move it until a full scan
+        rebuilds the ledger."""
+        return (
+            self.ledger is not None
+            and refresh_group(value.metric) == INVOICE_GROUP
+            and value.provenance.invoice_filter == self.invoice_filter.describe()
+            and value.provenance.ledger_version is None
+        )
+
     def running_here(self, metric: str = CUSTOMERS) -> bool:
         task = self._running.get(refresh_group(metric))
         return task is not None and not task.done()

@@ -305,10 +305,36 @@ class ResilientStore:
     async def _read_through(self, metric: str) -> MetricValue | None:
         ticket = self._near.ticket(metric)
         value = await self._redis_call(self.redis.read(metric))
+        kept = await self.mirror.read(metric)
+        if value is not None and kept is not None and kept.order() > value.order():
+            value = await self._restore(kept, value)
         self._near.put(metric, value, ticket)
         if value is not None:
             self.mirror.remember(value)
         return value
+
+    async def _restore(self, kept: MetricValue, found: MetricValue) -> MetricValue | None:
+        """Redis holds an older value than one it held before (by fence and ledger version,
+        which only ever grow there): it lost writes, e.g. restarted from an AOF whose tail
+        a crash cut short. Serving what it holds would take the count back, so write the
+        newer one back instead, with the fence counter past every fence seen here (a new
+        refresh must still get the highest fence); the value Redis holds after that."""
+        log.warning(
+            "Redis holds %s = %d (fence %d), older than the %d (fence %d) it held before: "
+            "it lost writes; writing the newer one back",
+            kept.metric,
+            found.value,
+            found.fence,
+            kept.value,
+            kept.fence,
+        )
+        await self._redis_call(
+            self.redis.raise_fence(kept.metric, self.mirror.fence_counter(kept.metric))
+        )
+        if await self._redis_call(self.redis.publish(kept)):
+            return kept
+        # Refused: a newer value arrived meanwhile, which is then the one to serve.
+        return await self._redis_call(self.redis.read(kept.metric))
 
     def _trip(self, exc: BaseException) -> None:
         if self._circuit.trip(exc):
