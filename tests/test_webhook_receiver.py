@@ -12,6 +12,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from simpro_counter.errors import BadDeliveryError, SimproCounterError
@@ -542,3 +543,22 @@ async def test_redis_unavailable_asks_for_a_retry_and_marks_nothing(
         # Simpro's redelivery is no replay: nothing was marked.
         assert (await _post(client, body)).json()["queued"] is True
         assert len(await _stream(app)) == 1
+
+
+async def test_every_delivery_is_counted_by_outcome_in_metrics(redis_url: str) -> None:
+    """The log lets only a few refusals a minute through; `/metrics` counts each one."""
+    async with webhook_app(_settings(redis_url)) as (_app, client):
+        body = _delivery_body()
+        for _ in range(25):  # more than the log lets through
+            assert (await _post(client, body, signature="garbage")).status_code == 401
+        assert (await _post(client, b"{nope")).status_code == 400
+        assert (await _post(client, _body(_payload(triggered=_now())))).status_code == 200
+        assert (await _post(client, _delivery_body("payment.created"))).status_code == 200
+        scraped = (await client.get("/metrics")).text
+    counted = {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "simpro_counter_webhook_deliveries_total"
+    }
+    assert counted == {"bad_signature": 25, "bad_request": 1, "queued": 1, "unused": 1}

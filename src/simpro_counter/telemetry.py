@@ -27,6 +27,15 @@ class Telemetry:
             ["status"],
             registry=self.registry,
         )
+        # The log lets only a few refusals a minute through (anyone can send them): the
+        # counter is where each one is counted, by outcome.
+        self.webhook_deliveries = Counter(
+            "simpro_counter_webhook_deliveries",
+            "Webhook deliveries received, by outcome (queued, replayed, stale, unused, "
+            "backlog_full, redis_unavailable, disabled, bad_signature, bad_request, too_large)",
+            ["outcome"],
+            registry=self.registry,
+        )
         # Reads are counted in a plain dict and exported at scrape time: a prometheus
         # Counter takes a lock per increment, which shows on a path measured in µs.
         self._reads: dict[tuple[str, str], int] = {}

@@ -37,6 +37,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from simpro_counter.simulator import RunningSimulator, SimulatorConfig, Truth, running_simulator
 from simpro_counter.store import EmbeddedRedis
@@ -59,9 +60,10 @@ AOF_TRUNCATED_LOG = "aof-load-truncated"
 FAULTS = ("5xx", "drop", "slow", "truncated", "429")
 # The stored customer count: the key the AOF is cut in (keys.py, under KEY_PREFIX).
 COUNT_KEY = "chaos:customer_count"
-# What the service logs for a delivery it refused, and for a full backlog in particular.
-REFUSED = "Webhook refused (503)"
-BACKLOG_FULL = "The webhook backlog is full"
+# The service's count of webhook deliveries by outcome (its log is rate-limited); the
+# outcomes of a 503: the backlog full, Redis unavailable.
+DELIVERIES_METRIC = "simpro_counter_webhook_deliveries_total"
+REFUSED_503 = ("backlog_full", "redis_unavailable")
 MAX_EXAMPLES = 20  # failures kept verbatim per kind; all of them are counted
 
 
@@ -696,11 +698,20 @@ def run_chaos(workdir: Path, plan: ChaosPlan) -> ChaosReport:
                     run.cycle()
                 run.settle()
             report.changes = activity.changes
-            log = workdir / f"service-{service.url.rsplit(':', 1)[1]}.log"
-            # The service logs each refused delivery; 503 = Redis down or backlog full.
-            refusals = [line for line in log.read_text().splitlines() if REFUSED in line]
-            report.deliveries_refused_503 = len(refusals)
-            report.deliveries_refused_backlog = sum(BACKLOG_FULL in line for line in refusals)
+            outcomes = _delivery_outcomes(service.url)
+            report.deliveries_refused_503 = sum(outcomes.get(o, 0) for o in REFUSED_503)
+            report.deliveries_refused_backlog = outcomes.get("backlog_full", 0)
         _deliveries(running, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _delivery_outcomes(url: str) -> dict[str, int]:
+    """The service's webhook deliveries by outcome, read from its `/metrics`."""
+    text = httpx.get(f"{url}/metrics", timeout=30.0).text
+    outcomes: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == DELIVERIES_METRIC:
+                outcomes[sample.labels["outcome"]] = int(sample.value)
+    return outcomes

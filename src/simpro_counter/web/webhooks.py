@@ -76,6 +76,7 @@ async def receive_webhook(request: Request) -> Response:
         return _refuse(
             request,
             503,
+            "disabled",
             "Webhooks are disabled: set WEBHOOK_SECRET to the subscription's secret",
         )
     declared = request.headers.get("content-length", "")
@@ -90,14 +91,14 @@ async def receive_webhook(request: Request) -> Response:
         settings.webhook_secret.get_secret_value(),
         settings.webhook_signature_algorithm,
     ):
-        return _refuse(request, 401, "Missing or invalid signature")
+        return _refuse(request, 401, "bad_signature", "Missing or invalid signature")
     try:
         parsed = parse_delivery(body)
     except BadDeliveryError as exc:
-        return _refuse(request, 400, str(exc))
+        return _refuse(request, 400, "bad_request", str(exc))
     if isinstance(parsed, UnusedEvent):
         log.debug("Webhook %s acknowledged: not used by this service", parsed.event)
-        return _dropped(parsed.event, None, "unused")
+        return _dropped(request, parsed.event, None, "unused")
     return await _queue_unless_replayed(request, parsed)
 
 
@@ -115,7 +116,7 @@ async def _queue_unless_replayed(request: Request, delivery: Delivery) -> Respon
             delivery.triggered,
             settings.webhook_replay_window,
         )
-        return _dropped(delivery.event, delivery.record_id, "stale")
+        return _dropped(request, delivery.event, delivery.record_id, "stale")
     keys = runtime.store.keys  # hash-tagged in a cluster (`wiring.deployment_keys`)
     try:
         limit = settings.webhook_backlog_limit
@@ -133,11 +134,12 @@ async def _queue_unless_replayed(request: Request, delivery: Delivery) -> Respon
             )
             if entry_id is None:
                 log.info("Webhook %s %s acknowledged: a replay", delivery.event, delivery.record_id)
-                return _dropped(delivery.event, delivery.record_id, "replayed")
+                return _dropped(request, delivery.event, delivery.record_id, "replayed")
     except WebhookBacklogFullError as exc:
         return _refuse(
             request,
             503,
+            "backlog_full",
             f"{exc}: the delivery was not queued, retry after {BACKLOG_RETRY_AFTER_SECONDS} s",
             headers={"Retry-After": str(BACKLOG_RETRY_AFTER_SECONDS)},
         )
@@ -145,22 +147,25 @@ async def _queue_unless_replayed(request: Request, delivery: Delivery) -> Respon
         return _refuse(
             request,
             503,
+            "redis_unavailable",
             f"Redis is unavailable ({exc}): the delivery was not queued, retry later",
             headers={"Retry-After": "30"},
         )
     log.info("Webhook %s %s queued", delivery.event, delivery.record_id)
-    return _queued(delivery)
+    return _queued(request, delivery)
 
 
-def _queued(delivery: Delivery) -> Response:
+def _queued(request: Request, delivery: Delivery) -> Response:
+    runtime_of(request).telemetry.webhook_deliveries.labels("queued").inc()
     return json_response(
         {"accepted": True, "queued": True, "event": delivery.event, "id": delivery.record_id}
     )
 
 
-def _dropped(event: str, record_id: int | None, reason: str) -> Response:
+def _dropped(request: Request, event: str, record_id: int | None, reason: str) -> Response:
     """200 for a verified delivery that is not queued: `reason` is `unused`, `stale` or
     `replayed`."""
+    runtime_of(request).telemetry.webhook_deliveries.labels(reason).inc()
     body: dict[str, object] = {"accepted": True, "queued": False, "event": event}
     if record_id is not None:
         body["id"] = record_id
@@ -181,13 +186,20 @@ async def _read_body(request: Request) -> bytes | None:
 
 
 def _too_large(request: Request) -> Response:
-    return _refuse(request, 413, f"Body too large: the limit is {MAX_BODY_BYTES} bytes")
+    limit = f"Body too large: the limit is {MAX_BODY_BYTES} bytes"
+    return _refuse(request, 413, "too_large", limit)
 
 
 def _refuse(
-    request: Request, status: int, error: str, headers: dict[str, str] | None = None
+    request: Request,
+    status: int,
+    outcome: str,
+    error: str,
+    headers: dict[str, str] | None = None,
 ) -> Response:
+    """The refusal, counted under `outcome` in `/metrics` and logged (rate-limited)."""
     client = request.client.host if request.client else "unknown"
+    runtime_of(request).telemetry.webhook_deliveries.labels(outcome).inc()
     # Anyone can send these: rate-limited, so a flood cannot flood the log as well.
     runtime_of(request).warnings.warning(
         log, "webhook", "Webhook refused (%d) from %s: %s", status, client, error
