@@ -81,7 +81,7 @@ def test_the_venv_runs_the_locked_versions() -> None:
     assert wrong == {}
 
 
-def test_make_installs_the_dev_lock_with_hashes_and_reads_no_pip_config() -> None:
+def test_make_installs_the_dev_lock_with_hashes() -> None:
     # -W: as if the lock had changed; -n: print the commands without running them.
     result = subprocess.run(
         ["make", "-n", "-W", "requirements-dev.lock", ".venv/.installed"],
