@@ -47,12 +47,13 @@ def test_the_locks_fit_pyproject_and_hash_every_pin() -> None:
 
 def test_a_requirement_added_without_make_lock_is_named_with_the_fix(tmp_path: Path) -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
-    added = pyproject.replace("dev = [\n", 'dev = [\n    "schemathesis>=4,<5",\n', 1)
+    added = pyproject.replace("dev = [\n", 'dev = [\n    "not-locked-anywhere>=1,<2",\n', 1)
     assert added != pyproject
     (tmp_path / "pyproject.toml").write_text(added)
     result = check_lock(*LOCKS, tmp_path / "pyproject.toml")
     assert result.returncode == 1
-    assert "schemathesis is in pyproject.toml but not in requirements-dev.lock" in result.stderr
+    missing = "not-locked-anywhere is in pyproject.toml but not in requirements-dev.lock"
+    assert missing in result.stderr
     assert "run `make lock`" in result.stderr
 
 
