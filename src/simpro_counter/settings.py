@@ -136,8 +136,8 @@ class Settings(BaseSettings):
     )
     max_connections: Annotated[int, Field(ge=1)] = Field(
         default=1000,
-        description="Connections one process serves at once; a request on any further one "
-        "is answered 503 at once",
+        description="Connections one process serves at once; while more are open, requests "
+        "are answered 503 at once",
     )
     max_request_head: Annotated[int, Field(ge=1024, le=1048576)] = Field(
         default=16384,
