@@ -63,9 +63,9 @@ async def run(invoices: int, events: int, redis_url: str) -> dict[str, Any]:
         webhook_transport=late,
     )  # fmt: skip
     settings = Settings(
-        simpro_base_url="http://simpro.test", simpro_api_key="demo-key", redis_url=redis_url,
-        key_prefix="bench", admin_token=SecretStr(TOKEN), webhook_secret=SecretStr(SECRET),
-        refresh_check_interval=3600,
+        simpro_base_url="https://simpro.test", simpro_api_key=SecretStr("demo-key"),
+        redis_url=redis_url, key_prefix="bench", admin_token=SecretStr(TOKEN),
+        webhook_secret=SecretStr(SECRET), refresh_check_interval=3600,
     )  # fmt: skip
     app = create_app(settings, simpro_transport=simulator.transport())
     late.app = app

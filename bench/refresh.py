@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import httpx
+from pydantic import SecretStr
 
 from bench.record import record
 from simpro_counter.scan import ScanReport, scan_customers
@@ -101,7 +102,9 @@ def _run(
     """Scan the simulator once per (name, max_in_flight, margin) in `runs`."""
     rows = []
     with _simulator_process(sim_config) as served:
-        config = SimproConfig(base_url=served.url, api_key=sim_config.api_key, rate_limit=rate)
+        config = SimproConfig(
+            base_url=served.url, api_key=SecretStr(sim_config.api_key), rate_limit=rate
+        )
         for name, in_flight, margin in runs:
             time.sleep(1.5)  # a fresh window (and a full bucket) for every run
             report, seconds, limited = asyncio.run(

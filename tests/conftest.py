@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import stamina
+from pydantic import SecretStr
 
 from simpro_counter.simpro import SimproClient, SimproConfig
 from simpro_counter.simulator import (
@@ -32,12 +33,16 @@ def client_config(base_url: str = SIM_URL, **overrides: object) -> SimproConfig:
     values: dict[str, object] = {
         "base_url": base_url,
         "api_key": "demo-key",
+        "client_secret": None,
         "rate_limit": 1000.0,
         "timeout": 2.0,
         "retry_attempts": 8,
         "retry_timeout": 30.0,
     }
     values.update(overrides)
+    for secret in ("api_key", "client_secret"):  # the config holds secrets as SecretStr
+        if isinstance(values[secret], str):
+            values[secret] = SecretStr(str(values[secret]))
     return SimproConfig(**values)  # type: ignore[arg-type]
 
 

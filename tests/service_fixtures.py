@@ -31,7 +31,7 @@ WEBHOOK_SECRET = "test-webhook-secret"
 def service_settings(redis_url: str | None, **overrides: Any) -> Settings:
     """Settings for a test service: the simulator's key, a key prefix of its own."""
     values: dict[str, Any] = {
-        "simpro_base_url": "http://simpro.test",
+        "simpro_base_url": "https://simpro.test",
         "simpro_api_key": "demo-key",
         "simpro_rate_limit": 1000.0,
         "simpro_timeout": 2.0,

@@ -103,7 +103,9 @@ async def test_without_a_token_the_admin_checks_are_skipped(service: ServiceProc
     assert _failures(results) == []
     skipped = [result for result in results if result.skipped]
     assert [result.name for result in skipped] == [BACKGROUND, FOREGROUND]
-    assert all(result.detail == "skipped: no --token given" for result in skipped)
+    assert all(
+        result.detail == "skipped: no ADMIN_TOKEN or --token-file given" for result in skipped
+    )
     names = _by_name(results)
     assert names[f"{FOREGROUND} without a token"].detail.startswith("401")
     assert names[f"{FOREGROUND} with a wrong token"].detail.startswith("401")
@@ -121,10 +123,10 @@ def _check_command_exists() -> bool:
 def test_a_wrong_token_fails_with_exit_code_1(service: ServiceProcess, tmp_path: Path) -> None:
     wrong = "wrong-token-7c1d"
     if _check_command_exists():
-        env = {k: v for k, v in os.environ.items() if k != "ADMIN_TOKEN"}
+        env = {**os.environ, "ADMIN_TOKEN": wrong}
         command = [sys.executable, "-m", "simpro_counter", "check", "--url", service.url]
         result = subprocess.run(
-            [*command, "--token", wrong],
+            command,
             env=env,
             cwd=tmp_path,
             capture_output=True,
@@ -144,6 +146,60 @@ def test_a_wrong_token_fails_with_exit_code_1(service: ServiceProcess, tmp_path:
     assert "✗ POST /api/simpro/customers/refresh: 401" in output
     assert "16 passed, 2 failed" in output
     assert wrong not in output
+
+
+def _check_cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`simpro-counter check` as a process, with ADMIN_TOKEN only when given in `env`."""
+    base = {k: v for k, v in os.environ.items() if k != "ADMIN_TOKEN"}
+    return subprocess.run(
+        [sys.executable, "-m", "simpro_counter", "check", *args],
+        env={**base, **env}, cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_the_token_is_read_from_a_private_file(service: ServiceProcess, tmp_path: Path) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN + "\n")  # as `echo` writes it: the newline is not the token's
+    token_file.chmod(0o600)
+    result = _check_cli(["--url", service.url, "--token-file", str(token_file)], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "18 passed, 0 failed" in result.stdout
+    assert "skipped" not in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_the_token_is_never_taken_from_the_command_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # never reached: the command stops first
+    result = _check_cli(["--url", url, "--token", TOKEN], tmp_path)
+    assert result.returncode == 2
+    assert "No such option: --token" in result.stderr
+    assert "--token-file" in _check_cli(["--help"], tmp_path).stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "reason"),
+    [
+        (None, 0o600, "does not exist"),
+        ("\n", 0o600, "is empty"),
+        (TOKEN, 0o644, "is open to other users (mode 0644): run `chmod 600"),
+        (TOKEN, 0o620, "is open to other users (mode 0620)"),
+    ],
+)
+def test_a_token_file_that_is_missing_empty_or_shared_is_refused(
+    tmp_path: Path, content: str | None, mode: int, reason: str
+) -> None:
+    token_file = tmp_path / "admin-token"
+    if content is not None:
+        token_file.write_text(content)
+        token_file.chmod(mode)
+    url = f"http://127.0.0.1:{free_port()}"
+    result = _check_cli(["--url", url, "--token-file", str(token_file)], tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"ADMIN_TOKEN file {token_file} {reason}" in lines[0]
+    assert TOKEN not in result.stdout + result.stderr
+    assert result.stdout == ""  # no check ran
 
 
 async def test_no_admin_token_and_restricted_cors_on_the_server(
@@ -203,7 +259,9 @@ def test_render_marks_each_line_and_counts() -> None:
         [
             CheckResult("GET /healthz", True, "alive"),
             CheckResult("GET /metrics", False, "expected 200, got 500 [boom]"),
-            CheckResult("POST refresh", True, "skipped: no --token given", skipped=True),
+            CheckResult(
+                "POST refresh", True, "skipped: no ADMIN_TOKEN or --token-file given", skipped=True
+            ),
         ],
         console,
     )
@@ -211,7 +269,7 @@ def test_render_marks_each_line_and_counts() -> None:
     assert lines == [
         "✓ GET /healthz: alive",
         "✗ GET /metrics: expected 200, got 500 [boom]",
-        "○ POST refresh: skipped: no --token given",
+        "○ POST refresh: skipped: no ADMIN_TOKEN or --token-file given",
         "1 passed, 1 failed, 1 skipped",
     ]
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import pytest
+from pydantic import SecretStr
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -65,8 +66,8 @@ class Parts:
 async def parts(redis_url: str, seed: int) -> AsyncIterator[Parts]:
     simulator = Simulator(SimulatorConfig(invoices=300, customers=100, seed=seed, rate=0))
     settings = Settings(
-        simpro_base_url="http://simpro.test",
-        simpro_api_key="demo-key",
+        simpro_base_url="https://simpro.test",
+        simpro_api_key=SecretStr("demo-key"),
         simpro_rate_limit=1000.0,
         redis_url=redis_url,
         key_prefix=f"order-{uuid.uuid4().hex[:8]}",

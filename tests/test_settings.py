@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from simpro_counter.errors import ConfigError
 from simpro_counter.settings import load_settings, simpro_config
@@ -76,7 +77,7 @@ def test_env_file_and_api_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     )
     config = simpro_config(load_settings())
     assert config.api_root == "https://acme.simprosuite.com/api/v1.0/"
-    assert (config.company_id, config.rate_limit, config.api_key) == (3, 5.0, "key")
+    assert (config.company_id, config.rate_limit, config.api_key) == (3, 5.0, SecretStr("key"))
     assert config.credential_setting == "SIMPRO_API_KEY"
 
 
@@ -85,5 +86,9 @@ def test_oauth2_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIMPRO_CLIENT_ID", "id")
     monkeypatch.setenv("SIMPRO_CLIENT_SECRET", "secret")
     config = simpro_config(load_settings())
-    assert (config.client_id, config.client_secret, config.api_key) == ("id", "secret", None)
+    assert (config.client_id, config.client_secret, config.api_key) == (
+        "id",
+        SecretStr("secret"),
+        None,
+    )
     assert config.credential_setting == "SIMPRO_CLIENT_ID and SIMPRO_CLIENT_SECRET"

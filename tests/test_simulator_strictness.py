@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from simpro_counter.metrics import InvoiceFilter
 from simpro_counter.metrics.invoices import parse_invoice
@@ -108,7 +108,7 @@ def test_page_size_outside_1_to_250_is_refused_in_simpros_words(
 
 
 def test_the_client_never_asks_for_more_than_250(lax: RunningSimulator) -> None:
-    assert SimproConfig(base_url="http://x", api_key="k").page_size <= MAX_PAGE_SIZE
+    assert SimproConfig(base_url="http://x", api_key=SecretStr("k")).page_size <= MAX_PAGE_SIZE
     assert Settings(simpro_page_size=250).simpro_page_size == 250
     with pytest.raises(ValidationError):
         Settings(simpro_page_size=251)

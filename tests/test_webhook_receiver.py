@@ -250,7 +250,8 @@ def test_parse_malformed(body: bytes, message: str) -> None:
 
 @asynccontextmanager
 async def webhook_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """Like `running_app`, with a small simulator as Simpro."""
+    """Like `running_app`, with a small simulator as Simpro and no webhook worker: these
+    tests read the stream as the receiver left it, and the worker deletes what it applies."""
     simulator = Simulator(SimulatorConfig(invoices=20, customers=5, seed=1, rate=0))
     app = create_app(settings, simpro_transport=simulator.transport())
     async with (
@@ -259,6 +260,8 @@ async def webhook_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.
             transport=httpx.ASGITransport(app=app), base_url="http://service"
         ) as client,
     ):
+        if app.state.runtime.webhooks is not None:
+            await app.state.runtime.webhooks.aclose()
         yield app, client
 
 

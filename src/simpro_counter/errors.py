@@ -74,3 +74,15 @@ class HistoryUnavailableError(SimproCounterError):
 
 class BadDeliveryError(SimproCounterError):
     """A webhook body is not a delivery this service understands; the message says why."""
+
+
+class WebhookBacklogFullError(SimproCounterError):
+    """`WEBHOOK_BACKLOG_LIMIT` deliveries wait to be applied: a new one is refused, not queued."""
+
+    def __init__(self, waiting: int, limit: int) -> None:
+        super().__init__(
+            f"The webhook backlog is full: {waiting} accepted deliveries wait to be applied "
+            f"(WEBHOOK_BACKLOG_LIMIT is {limit})"
+        )
+        self.waiting = waiting
+        self.limit = limit

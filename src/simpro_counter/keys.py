@@ -259,5 +259,7 @@ LEDGER_BUILD_TTL_SECONDS = 3600
 
 # Consumer group of the processes that apply webhook events.
 WEBHOOK_GROUP = "webhook-workers"
-# Accepted deliveries kept in the stream (approximate trim).
-WEBHOOK_STREAM_LENGTH = 100_000
+# Default WEBHOOK_BACKLOG_LIMIT: deliveries accepted and not yet applied, the most the
+# stream holds (applied entries are deleted, so this is its length). A full backlog
+# refuses new deliveries with a 503 rather than trimming ones no worker has applied.
+WEBHOOK_BACKLOG_LIMIT = 100_000

@@ -6,14 +6,16 @@ Nothing else in the package reads `os.environ`.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from simpro_counter.errors import ConfigError
-from simpro_counter.keys import DEFAULT_PREFIX, LOCK_TTL_SECONDS
+from simpro_counter.keys import DEFAULT_PREFIX, LOCK_TTL_SECONDS, WEBHOOK_BACKLOG_LIMIT
 from simpro_counter.simpro.config import SimproConfig
 
 DEMO_HINT = "`simpro-counter demo` runs without Simpro"
@@ -22,8 +24,14 @@ DEMO_HINT = "`simpro-counter demo` runs without Simpro"
 class Settings(BaseSettings):
     """The service's configuration; each field is one environment variable (upper-cased)."""
 
+    # Inputs are left out of validation errors: a bad value might be a secret (REDIS_URL
+    # with a password, a key pasted into the wrong variable).
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     simpro_base_url: str | None = Field(
@@ -32,9 +40,13 @@ class Settings(BaseSettings):
     simpro_company_id: Annotated[int, Field(ge=0)] = Field(
         default=0, description="Company ID; 0 on single-company builds"
     )
-    simpro_api_key: str | None = Field(default=None, description="API key, sent as a Bearer token")
+    simpro_api_key: SecretStr | None = Field(
+        default=None, description="API key, sent as a Bearer token (never shown)"
+    )
     simpro_client_id: str | None = Field(default=None, description="OAuth2 client ID")
-    simpro_client_secret: str | None = Field(default=None, description="OAuth2 client secret")
+    simpro_client_secret: SecretStr | None = Field(
+        default=None, description="OAuth2 client secret (never shown)"
+    )
     simpro_rate_limit: Annotated[float, Field(gt=0)] = Field(
         default=10.0, description="Requests per second allowed on the build"
     )
@@ -56,6 +68,8 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(
         default=None,
+        # Left out of repr: the URL may carry a password (redis://:password@host).
+        repr=False,
         description="redis://, rediss:// or unix:// URL; unset: an embedded redis-server",
     )
     redis_sentinels: str = Field(
@@ -130,6 +144,11 @@ class Settings(BaseSettings):
         description="Seconds a delivery is accepted after its date_triggered; older ones, "
         "and copies of one already queued, are acknowledged and not applied",
     )
+    webhook_backlog_limit: Annotated[int, Field(ge=1)] = Field(
+        default=WEBHOOK_BACKLOG_LIMIT,
+        description="Deliveries accepted and not yet applied; when that many wait, a new "
+        "one is answered 503 with Retry-After and not queued",
+    )
     host: str = Field(default="127.0.0.1", description="Interface `serve` listens on")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8000, description="Port `serve` listens on"
@@ -154,6 +173,13 @@ class Settings(BaseSettings):
         description="Demo mode: `/` is a sample homepage with the widget, and loopback "
         "clients may refresh without a token when ADMIN_TOKEN is unset",
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_parses(cls, value: str | None) -> str | None:
+        if value:
+            redis_url_problem(value)
+        return value
 
     @field_validator("redis_sentinels")
     @classmethod
@@ -191,6 +217,35 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+class CommandSecrets(BaseSettings):
+    """The secrets a client-side command (`check`) reads from the environment or `.env`,
+    without the service's other settings: a checker may run far from the service."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    admin_token: SecretStr | None = Field(default=None, description="The service's ADMIN_TOKEN")
+
+
+def redis_url_problem(url: str) -> None:
+    """ValueError if redis-py could not use `url`; the message never quotes the URL, which
+    may carry a password (urllib's own errors quote the part they cannot read, which for a
+    password holding `/` or `#` is a piece of the password)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # parsed on access; raises on a bad port
+        if "@" in url and "@" not in parts.netloc:
+            raise ValueError("an `@` after the host: a password with an unencoded / # or ?")
+    except ValueError:
+        raise ValueError(
+            "not a URL redis-py can read (not shown: it may hold a password; "
+            "percent-encode / # ? @ : in the password)"
+        ) from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must start with redis://, rediss:// or unix://")
 
 
 def sentinel_addresses(text: str) -> tuple[tuple[str, int], ...]:
@@ -235,21 +290,30 @@ def simpro_config(settings: Settings) -> SimproConfig:
         raise ConfigError(
             "SIMPRO_BASE_URL must start with https:// (e.g. https://acme.simprosuite.com)."
         )
-    has_oauth = bool(settings.simpro_client_id or settings.simpro_client_secret)
-    if not settings.simpro_api_key and not has_oauth:
+    if base_url.startswith("http://") and not _is_loopback_url(base_url):
+        # The API key or client secret goes in every request: never over plain HTTP
+        # beyond this machine (the simulator of the demo and tests listens on loopback).
+        raise ConfigError(
+            "SIMPRO_BASE_URL must use https:// (http:// only to 127.0.0.1, localhost or "
+            "[::1]): the credentials would be sent in clear."
+        )
+    api_key = _given(settings.simpro_api_key)
+    client_secret = _given(settings.simpro_client_secret)
+    has_oauth = bool(settings.simpro_client_id or client_secret)
+    if not api_key and not has_oauth:
         raise ConfigError(
             "No Simpro credentials: set SIMPRO_API_KEY, or SIMPRO_CLIENT_ID and "
             f"SIMPRO_CLIENT_SECRET ({DEMO_HINT})."
         )
-    if has_oauth and not (settings.simpro_client_id and settings.simpro_client_secret):
+    if has_oauth and not (settings.simpro_client_id and client_secret):
         missing = "SIMPRO_CLIENT_SECRET" if settings.simpro_client_id else "SIMPRO_CLIENT_ID"
         raise ConfigError(f"{missing} is not set: OAuth2 needs both client ID and secret.")
     return SimproConfig(
         base_url=base_url,
         company_id=settings.simpro_company_id,
-        api_key=settings.simpro_api_key or None,
-        client_id=None if settings.simpro_api_key else settings.simpro_client_id,
-        client_secret=None if settings.simpro_api_key else settings.simpro_client_secret,
+        api_key=api_key,
+        client_id=None if api_key else settings.simpro_client_id,
+        client_secret=None if api_key else client_secret,
         rate_limit=settings.simpro_rate_limit,
         page_size=settings.simpro_page_size,
         timeout=settings.simpro_timeout,
@@ -257,3 +321,22 @@ def simpro_config(settings: Settings) -> SimproConfig:
         retry_attempts=settings.simpro_retry_attempts,
         retry_timeout=settings.simpro_retry_timeout,
     )
+
+
+def _is_loopback_url(url: str) -> bool:
+    """Whether `url` names this machine: 127.0.0.0/8, ::1 or `localhost`."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _given(secret: SecretStr | None) -> SecretStr | None:
+    """A secret setting, None when unset or set to the empty string."""
+    return secret if secret is not None and secret.get_secret_value() else None

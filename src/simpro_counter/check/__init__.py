@@ -93,8 +93,8 @@ async def run_checks(
         await results.run(background, lambda: refresh.background_refresh(token))
         await results.run(foreground, lambda: refresh.foreground_refresh(token))
     else:
-        results.skip(background, "no --token given")
-        results.skip(foreground, "no --token given")
+        results.skip(background, "no ADMIN_TOKEN or --token-file given")
+        results.skip(foreground, "no ADMIN_TOKEN or --token-file given")
     await results.run("GET /readyz", reads.readyz)
     await results.run("GET /metrics", reads.metrics)
     return results.results

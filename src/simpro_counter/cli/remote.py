@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -119,12 +120,11 @@ def check(
     url: Annotated[str, typer.Option(help="Base URL of the running service.")] = (
         "http://127.0.0.1:8000"
     ),
-    token: Annotated[
-        str | None,
+    token_file: Annotated[
+        Path | None,
         typer.Option(
-            help="The service's ADMIN_TOKEN, to check POST refresh too.",
-            envvar="ADMIN_TOKEN",
-            show_envvar=True,
+            help="File holding the service's ADMIN_TOKEN (mode 600), to check POST refresh "
+            "too; default: ADMIN_TOKEN from the environment. Never pass the token itself.",
         ),
     ] = None,
     origin: Annotated[
@@ -134,7 +134,14 @@ def check(
         float, typer.Option(help="Seconds to wait for a first value or a running refresh.")
     ] = 60.0,
 ) -> None:
-    """Check every endpoint of a running deployment; exit code 1 if any check fails."""
-    from simpro_counter.check import check_deployment
+    """Check every endpoint of a running deployment; exit code 1 if any check fails.
 
+    The admin checks need the token: set ADMIN_TOKEN in the environment or pass
+    --token-file; without either they are skipped.
+    """
+    from simpro_counter.check import check_deployment
+    from simpro_counter.cli.secret_files import secret_or_exit
+    from simpro_counter.settings import CommandSecrets
+
+    token = secret_or_exit(token_file, CommandSecrets().admin_token, "ADMIN_TOKEN")
     raise typer.Exit(check_deployment(url, token, console=console, wait=wait, origin=origin))

@@ -140,7 +140,7 @@ def demo(
     ):
         settings = Settings(
             simpro_base_url=running.url,
-            simpro_api_key=sim_config.api_key,
+            simpro_api_key=SecretStr(sim_config.api_key),
             simpro_timeout=2.0,
             data_dir=data_dir,
             redis_url=redis_url,
@@ -162,7 +162,7 @@ def demo(
             f"truth at {running.url}/__truth)\n"
             f"  Refresh     curl -X POST -H 'Authorization: Bearer {token}' "
             f"{base}/api/simpro/customers/refresh\n"
-            f"  Check       simpro-counter check --url {base} --token {token}\n"
+            f"  Check       ADMIN_TOKEN={token} simpro-counter check --url {base}\n"
             + (
                 f"  Live        a new invoice every {activity:g} s (and a job every third), "
                 "as signed webhooks\n"

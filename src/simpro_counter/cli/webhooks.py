@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -33,9 +34,12 @@ def _with_client(work: Callable[[SimproClient], Coroutine[Any, Any, T]]) -> T:
 @webhooks_app.command("register")
 def webhooks_register(
     url: Annotated[str, typer.Option(help="Public URL of this service's webhook endpoint.")],
-    secret: Annotated[
-        str | None,
-        typer.Option(help="Signing secret (default: WEBHOOK_SECRET, else a new one, printed)."),
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the signing secret (mode 600); default: WEBHOOK_SECRET from "
+            "the environment, else a new one, printed. Never pass the secret itself.",
+        ),
     ] = None,
     events: Annotated[str, typer.Option(help="Comma-separated events.")] = ",".join(COUNTED_EVENTS),
     name: Annotated[str, typer.Option(help="Name of the subscription in Simpro.")] = (
@@ -43,10 +47,10 @@ def webhooks_register(
     ),
 ) -> None:
     """Subscribe URL to the events that keep the counters current."""
+    from simpro_counter.cli.secret_files import secret_or_exit
     from simpro_counter.webhooks import subscriptions
 
-    configured = load_settings().webhook_secret
-    chosen = secret or (configured.get_secret_value() if configured else None)
+    chosen = secret_or_exit(secret_file, load_settings().webhook_secret, "WEBHOOK_SECRET")
     generated = chosen is None
     signing_secret = chosen or secrets.token_urlsafe(24)
     wanted = tuple(event.strip() for event in events.split(",") if event.strip())

@@ -6,6 +6,7 @@ service, the scheduler and the CLI use; the pieces are importable for tests.
 
 from simpro_counter.publishing import built_on_ledger, can_sync
 
+from .backoff import Failures, TriggerBackoff
 from .lock import RefreshLock
 from .recorder import RefreshMode, RefreshRecorder, RefreshRun
 from .refresher import CUSTOMERS, Refresher
@@ -22,6 +23,7 @@ __all__ = [
     "CUSTOMERS",
     "Computed",
     "CountStrategy",
+    "Failures",
     "FullStrategy",
     "IncrementalStrategy",
     "RefreshLock",
@@ -31,6 +33,7 @@ __all__ = [
     "Refresher",
     "SimproSource",
     "Strategy",
+    "TriggerBackoff",
     "built_on_ledger",
     "can_sync",
 ]

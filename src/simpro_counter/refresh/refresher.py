@@ -38,6 +38,7 @@ from simpro_counter.store.tasks import stop_task
 from simpro_counter.store.values import MetricValue
 from simpro_counter.telemetry import Telemetry
 
+from .backoff import TriggerBackoff
 from .lock import RefreshLock
 from .recorder import RefreshMode, RefreshRecorder
 from .strategies import (
@@ -75,6 +76,7 @@ class Refresher:
         lock_ttl: float = LOCK_TTL_SECONDS,
         invoice_filter: InvoiceFilter | None = None,
         currency: str = "AUD",
+        trigger_backoff: TriggerBackoff | None = None,
     ) -> None:
         self.store = store
         self.simpro = simpro
@@ -89,6 +91,8 @@ class Refresher:
         self.currency = currency
         self._running: dict[str, asyncio.Task[dict[str, MetricValue]]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # When reads may start a refresh again after failures (`start_for_read`).
+        self.trigger_backoff = trigger_backoff or TriggerBackoff()
 
     def can_sync(self, value: MetricValue) -> bool:
         return can_sync(value, self.invoice_filter)
@@ -174,6 +178,14 @@ class Refresher:
         task.add_done_callback(self._background.discard)
         return True
 
+    def start_for_read(self, metric: str) -> bool:
+        """:meth:`start_background` for a read that found no value or a stale one, unless
+        refreshes of the group failed lately (:class:`TriggerBackoff`): anonymous reads
+        must not turn a Simpro that refuses every request into one request each."""
+        if not self.trigger_backoff.due(refresh_group(metric)):
+            return False
+        return self.start_background(metric)
+
     async def aclose(self) -> None:
         """Cancel running refreshes (their locks are released) and wait for them."""
         for task in [*self._running.values(), *self._background]:
@@ -183,8 +195,23 @@ class Refresher:
     async def _locked_refresh(
         self, group: str, observer: ScanObserver | None, mode: RefreshMode, in_history: bool
     ) -> dict[str, MetricValue]:
-        async with RefreshLock(self.store, group, ttl=self._lock_ttl):
-            return await self._compute_and_publish(group, observer, mode, in_history)
+        try:
+            async with RefreshLock(self.store, group, ttl=self._lock_ttl):
+                published = await self._compute_and_publish(group, observer, mode, in_history)
+        except RefreshRunningError:
+            raise  # another replica's refresh: no outcome of this one
+        except SimproCounterError as exc:  # StoreError included
+            failures = self.trigger_backoff.failed(group)
+            log.info(
+                "Refresh of %s failed %d time(s) in a row (%s); reads wait %.0f s to retry",
+                group,
+                failures.count,
+                type(exc).__name__,
+                failures.wait,
+            )
+            raise
+        self.trigger_backoff.succeeded(group)
+        return published
 
     async def _compute_and_publish(
         self, group: str, observer: ScanObserver | None, mode: RefreshMode, in_history: bool

@@ -1,7 +1,9 @@
 """How requests to Simpro are authenticated: a static API key, or OAuth2 client credentials.
 
 Both are `httpx.Auth` flows so the client's transport stays injectable and the token
-exchange goes through the same connection pool as the API calls.
+exchange goes through the same connection pool as the API calls. The key, the client
+secret and the access token are held as `SecretStr` and unwrapped only into the request
+being sent, so no repr, log line or traceback of these objects shows them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from collections.abc import AsyncGenerator, Generator
 
 import httpx
+from pydantic import SecretStr
 
 from simpro_counter.errors import SimproAuthError
 from simpro_counter.simpro.retry import TransientError
@@ -23,11 +26,11 @@ _DEFAULT_TOKEN_LIFETIME = 3600.0
 class ApiKeyAuth(httpx.Auth):
     """A Simpro API key, sent as a Bearer token; it never expires."""
 
-    def __init__(self, api_key: str) -> None:
-        self._header = f"Bearer {api_key}"
+    def __init__(self, api_key: SecretStr) -> None:
+        self._api_key = api_key
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
+        request.headers["Authorization"] = _bearer(self._api_key)
         yield request
 
 
@@ -40,11 +43,11 @@ class ClientCredentialsAuth(httpx.Auth):
 
     requires_response_body = True
 
-    def __init__(self, token_url: str, client_id: str, client_secret: str) -> None:
+    def __init__(self, token_url: str, client_id: str, client_secret: SecretStr) -> None:
         self._token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
-        self._token: str | None = None
+        self._token: SecretStr | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -65,7 +68,7 @@ class ClientCredentialsAuth(httpx.Auth):
                     response = yield self._token_request()
                     await response.aread()
                     token = self._accept(response)
-        request.headers["Authorization"] = f"Bearer {token}"
+        request.headers["Authorization"] = _bearer(token)
         response = yield request
         if response.status_code == httpx.codes.UNAUTHORIZED:
             await response.aread()
@@ -76,10 +79,10 @@ class ClientCredentialsAuth(httpx.Auth):
                     token = self._accept(token_response)
                 else:
                     token = self._token or token
-            request.headers["Authorization"] = f"Bearer {token}"
+            request.headers["Authorization"] = _bearer(token)
             yield request
 
-    def _valid_token(self) -> str | None:
+    def _valid_token(self) -> SecretStr | None:
         if self._token is not None and time.monotonic() < self._expires_at:
             return self._token
         return None
@@ -91,11 +94,11 @@ class ClientCredentialsAuth(httpx.Auth):
             data={
                 "grant_type": "client_credentials",
                 "client_id": self._client_id,
-                "client_secret": self._client_secret,
+                "client_secret": self._client_secret.get_secret_value(),
             },
         )
 
-    def _accept(self, response: httpx.Response) -> str:
+    def _accept(self, response: httpx.Response) -> SecretStr:
         if response.status_code in (httpx.codes.UNAUTHORIZED, httpx.codes.BAD_REQUEST):
             raise SimproAuthError(
                 f"{response.status_code} from Simpro's token endpoint ({_oauth_error(response)})"
@@ -105,13 +108,17 @@ class ClientCredentialsAuth(httpx.Auth):
             raise TransientError(f"Simpro's token endpoint answered {response.status_code}")
         try:
             body = response.json()
-            token = str(body["access_token"])
+            token = SecretStr(str(body["access_token"]))
             lifetime = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
         except (ValueError, KeyError, TypeError):
             raise TransientError("Simpro's token endpoint sent no usable access_token") from None
         self._token = token
         self._expires_at = time.monotonic() + max(lifetime - _RENEW_MARGIN_SECONDS, lifetime / 2)
         return token
+
+
+def _bearer(secret: SecretStr) -> str:
+    return f"Bearer {secret.get_secret_value()}"
 
 
 def _oauth_error(response: httpx.Response) -> str:

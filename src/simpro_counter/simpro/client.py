@@ -57,7 +57,7 @@ class SimproClient:
         self.config = config
         self.stats = RequestStats()
         auth: httpx.Auth
-        if config.api_key:
+        if config.api_key is not None:
             auth = ApiKeyAuth(config.api_key)
         else:
             assert config.client_id

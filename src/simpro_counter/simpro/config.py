@@ -8,16 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
 
 @dataclass(frozen=True)
 class SimproConfig:
-    """What the Simpro client needs, validated: a URL and exactly one way to authenticate."""
+    """What the Simpro client needs, validated: a URL and exactly one way to authenticate.
+
+    The API key and client secret stay :class:`~pydantic.SecretStr` (shown as `**********`
+    in repr, str, logs and tracebacks) until `auth.py` builds the request that sends them.
+    """
 
     base_url: str
     company_id: int = 0
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     client_id: str | None = None
-    client_secret: str | None = None
+    client_secret: SecretStr | None = None
     rate_limit: float = 10.0
     page_size: int = 250
     timeout: float = 30.0
@@ -32,4 +38,8 @@ class SimproConfig:
     @property
     def credential_setting(self) -> str:
         """The setting(s) to check when Simpro refuses the credentials."""
-        return "SIMPRO_API_KEY" if self.api_key else "SIMPRO_CLIENT_ID and SIMPRO_CLIENT_SECRET"
+        return (
+            "SIMPRO_API_KEY"
+            if self.api_key is not None
+            else "SIMPRO_CLIENT_ID and SIMPRO_CLIENT_SECRET"
+        )

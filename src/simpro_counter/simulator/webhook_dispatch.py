@@ -3,7 +3,10 @@
 Every data set change (Dataset.listeners) queues one delivery per Enabled
 subscription of the data's company whose Events include it. Deliveries are POSTed
 by asyncio tasks, one worker per subscription so each subscription sees its
-events in order, with retries after a connection error or a non-2xx answer.
+events in order, with retries after a connection error or a non-2xx answer. A 429 or
+503 that carries `Retry-After` (the receiver's full backlog) is sent again after that
+long, capped by `retry_after_cap`, up to `retry_after_attempts` times, without using up
+the backoff: such a delivery is held back, not failed.
 The HTTP side (companies/{id}/setup/webhooks/ and GET /__webhooks) is webhook_api.py.
 
 What a delivery says is webhook_payload.py: a change of an invoice's Stage sends
@@ -42,6 +45,8 @@ from .webhook_payload import event_names, payload_body
 from .webhook_subscription import Subscription, SubscriptionFields
 
 DEFAULT_BACKOFF: tuple[float, ...] = (0.2, 0.5, 1.0)  # seconds before each retry
+DEFAULT_RETRY_AFTER_CAP = 60.0  # the longest Retry-After waited
+DEFAULT_RETRY_AFTER_ATTEMPTS = 20  # Retry-After answers honoured per delivery
 DEFAULT_BUILD = "simulator.simprosuite.com"
 
 __all__ = ["Delivery", "Subscription", "SubscriptionFields", "WebhookDispatcher"]
@@ -75,8 +80,10 @@ class WebhookDispatcher:
 
     Knobs (change them at any time): signature_header and signature_algorithm
     (hashlib name; hex digest of the raw body keyed with the subscription Secret),
-    backoff (delays before each retry; len(backoff) + 1 attempts at most), timeout
-    per attempt, duplicate_rate (probability a delivery is sent twice, for testing
+    backoff (delays before each retry; len(backoff) + 1 attempts at most),
+    retry_after_cap and retry_after_attempts (a 429 or 503 with Retry-After is retried
+    after min(Retry-After, cap) seconds, at most that many times more), timeout per
+    attempt, duplicate_rate (probability a delivery is sent twice, for testing
     idempotent receivers), shuffle (each worker sends whatever is queued for its
     subscription in random order instead of event order), stage_change_sends_updated
     (see event_names) and reference_id (what reference.invoiceID holds: the invoice's
@@ -84,7 +91,7 @@ class WebhookDispatcher:
 
     log holds one dict per finished delivery: event, url, subscriptionID,
     reference, attempts, status (last HTTP status or None), error (last exception
-    text or None), ok, duplicate.
+    text or None), ok, duplicate, heldBack (Retry-After answers waited out).
     """
 
     def __init__(
@@ -104,6 +111,8 @@ class WebhookDispatcher:
         self.signature_header = "X-Response-Signature"
         self.signature_algorithm = "sha1"
         self.backoff: tuple[float, ...] = DEFAULT_BACKOFF
+        self.retry_after_cap = DEFAULT_RETRY_AFTER_CAP
+        self.retry_after_attempts = DEFAULT_RETRY_AFTER_ATTEMPTS
         self.timeout = 5.0
         self.duplicate_rate = 0.0
         self.shuffle = False
@@ -323,19 +332,31 @@ class WebhookDispatcher:
         status: int | None = None
         error: str | None = None
         attempts = 0
-        for delay in (0.0, *self.backoff):
+        delays = list(self.backoff)
+        held_back = 0  # Retry-After answers honoured
+        delay = 0.0
+        while True:
             if delay > 0:
                 await asyncio.sleep(delay)
             attempts += 1
+            wait: float | None = None
             try:
                 response = await client.post(
                     delivery.url, content=delivery.body, headers=headers, timeout=self.timeout
                 )
             except Exception as exc:  # any failure to deliver is logged, then retried
                 status, error = None, f"{type(exc).__name__}: {exc}"
-                continue
-            status, error = response.status_code, None
-            if 200 <= status < 300:
+            else:
+                status, error = response.status_code, None
+                if 200 <= status < 300:
+                    break
+                wait = _retry_after(response)
+            if wait is not None and held_back < self.retry_after_attempts:
+                held_back += 1
+                delay = min(wait, self.retry_after_cap)
+            elif delays:
+                delay = delays.pop(0)
+            else:
                 break
         with self._lock:
             self.log.append(
@@ -349,6 +370,7 @@ class WebhookDispatcher:
                     "error": error,
                     "ok": status is not None and 200 <= status < 300,
                     "duplicate": delivery.duplicate,
+                    "heldBack": held_back,
                 }
             )
 
@@ -362,3 +384,15 @@ class WebhookDispatcher:
                 "pending": sum(len(q) for q in self._queues.pending.values()),
                 "deliveries": list(self.log),
             }
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds a 429 or 503 asks to wait (`Retry-After` in seconds); None for any other
+    answer, or one without a readable `Retry-After`."""
+    if response.status_code not in (429, 503):
+        return None
+    try:
+        seconds = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return max(0.0, seconds)

@@ -28,10 +28,13 @@ Topology = Literal["single", "sentinel", "cluster"]
 
 @dataclass(frozen=True)
 class RedisTarget:
-    """Which Redis deployment to talk to (built from the settings by `wiring.py`)."""
+    """Which Redis deployment to talk to (built from the settings by `wiring.py`).
 
-    url: str | None = None
-    """One server, or with `cluster` any node of the cluster."""
+    Its repr shows the URL with any password masked, and never the Sentinels' password.
+    """
+
+    url: str | None = field(default=None, repr=False)
+    """One server, or with `cluster` any node of the cluster; may carry a password."""
     sentinels: tuple[tuple[str, int], ...] = ()
     """Sentinel addresses; when given, the master they name is used and `url` is not."""
     sentinel_master: str = DEFAULT_SENTINEL_MASTER
@@ -39,11 +42,30 @@ class RedisTarget:
     """AUTH for the Sentinels themselves; never shown (left out of repr)."""
     cluster: bool = False
 
+    def __repr__(self) -> str:
+        url = masked_url(self.url) if self.url else None
+        return (
+            f"RedisTarget(url={url!r}, sentinels={self.sentinels!r}, "
+            f"sentinel_master={self.sentinel_master!r}, cluster={self.cluster!r})"
+        )
+
     @property
     def topology(self) -> Topology:
         if self.sentinels:
             return "sentinel"
         return "cluster" if self.cluster else "single"
+
+
+def masked_url(url: str) -> str:
+    """`url` with its credentials (user name and password) replaced by `***`, for showing it.
+
+    Everything up to the last `@` goes, so a password holding an unencoded `/` or `#`
+    (which urllib would read as a path) is masked too.
+    """
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
 
 
 def connect(url: str, *, timeout: float = SOCKET_TIMEOUT) -> aioredis.Redis:

@@ -225,11 +225,12 @@ async def get_init(request: Request) -> Response:
     runtime = runtime_of(request)
     value = await runtime.store.read(CUSTOMERS)
     started = False
+    # A public route: after failed refreshes it waits out their backoff, as reads do.
     if value is None:
-        started = runtime.refresher.start_background(CUSTOMERS)
+        started = runtime.refresher.start_for_read(CUSTOMERS)
     for group in refresh_groups():  # jobs and quotes: one request each
         if group != CUSTOMERS and await runtime.store.read(group) is None:
-            runtime.refresher.start_background(group)
+            runtime.refresher.start_for_read(group)
     if value is None:
         log.info("Init: no value cached yet; refresh started")
     else:

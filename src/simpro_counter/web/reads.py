@@ -96,7 +96,9 @@ class CounterReads:
         source = self._store.storage
         if value is None:
             self._telemetry.count_read(metric, "empty")
-            self._refresher.start_background(metric)  # one per process; the lock does the rest
+            # One per process (the lock does the rest), and after failed refreshes only
+            # once their backoff allows: a wrong key must not cost a request per read.
+            self._refresher.start_for_read(metric)
             fields = value_fields(metric, None, self._currency)
             body = json.dumps({**fields, **_EMPTY_BODY, "source": source}, separators=(",", ":"))
             headers = [
@@ -118,7 +120,7 @@ class CounterReads:
             last = self._last_stale_trigger.get(metric, -_STALE_TRIGGER_SECONDS)
             if monotonic - last >= _STALE_TRIGGER_SECONDS:
                 self._last_stale_trigger[metric] = monotonic
-                self._refresher.start_background(metric)
+                self._refresher.start_for_read(metric)
         if if_none_match is not None and etag_matches(if_none_match, answer.etag):
             return answer.not_modified()
         return answer

@@ -9,6 +9,9 @@ queued or not: events the service does not apply, stale ones and replays
 (`webhooks/replay.py`) are acknowledged and dropped here, so they never reach the queue.
 Only a body that is no delivery at all gets a 400, and Redis failing a 503 with
 `Retry-After`: then nothing was queued or marked, and Simpro's redelivery is applied.
+So does a full backlog (`WEBHOOK_BACKLOG_LIMIT` deliveries accepted and not yet applied):
+refusing the delivery, which Simpro sends again, is what keeps every accepted one until a
+worker has applied it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from simpro_counter.errors import BadDeliveryError, StoreError
+from simpro_counter.errors import BadDeliveryError, StoreError, WebhookBacklogFullError
 from simpro_counter.web.http import json_response, runtime_of
 from simpro_counter.webhooks import replay
 from simpro_counter.webhooks.queue import enqueue, enqueue_once
@@ -29,6 +32,9 @@ router = APIRouter()
 log = logging.getLogger("simpro_counter")
 
 MAX_BODY_BYTES = 64 * 1024
+# Retry-After of a delivery refused because the backlog is full: a worker applies a
+# batch of 50 in well under a second when Simpro answers, so this is ample for room.
+BACKLOG_RETRY_AFTER_SECONDS = 10
 
 
 @router.post(
@@ -42,7 +48,11 @@ MAX_BODY_BYTES = 64 * 1024
         400: {"description": "Not a delivery (the error says why)"},
         401: {"description": "Missing or invalid signature"},
         413: {"description": "Body larger than 64 KiB"},
-        503: {"description": "Webhooks disabled (no WEBHOOK_SECRET), or Redis unavailable"},
+        503: {
+            "description": "Webhooks disabled (no WEBHOOK_SECRET), Redis unavailable, or the "
+            "backlog full (WEBHOOK_BACKLOG_LIMIT deliveries wait): nothing queued, "
+            "`Retry-After` says when to send again"
+        },
     },
 )
 async def receive_webhook(request: Request) -> Response:
@@ -94,8 +104,9 @@ async def _queue_unless_replayed(request: Request, delivery: Delivery) -> Respon
         return _dropped(delivery.event, delivery.record_id, "stale")
     keys = runtime.store.keys  # hash-tagged in a cluster (`wiring.deployment_keys`)
     try:
+        limit = settings.webhook_backlog_limit
         if check.identity is None:
-            await enqueue(runtime.redis_client, keys, delivery)
+            await enqueue(runtime.redis_client, keys, delivery, limit=limit)
         else:
             entry_id = await enqueue_once(
                 runtime.redis_client,
@@ -104,10 +115,18 @@ async def _queue_unless_replayed(request: Request, delivery: Delivery) -> Respon
                 identity=check.identity,
                 settled=check.settled,
                 seconds=check.mark_seconds,
+                limit=limit,
             )
             if entry_id is None:
                 log.info("Webhook %s %s acknowledged: a replay", delivery.event, delivery.record_id)
                 return _dropped(delivery.event, delivery.record_id, "replayed")
+    except WebhookBacklogFullError as exc:
+        return _refuse(
+            request,
+            503,
+            f"{exc}: the delivery was not queued, retry after {BACKLOG_RETRY_AFTER_SECONDS} s",
+            headers={"Retry-After": str(BACKLOG_RETRY_AFTER_SECONDS)},
+        )
     except StoreError as exc:
         return _refuse(
             request,

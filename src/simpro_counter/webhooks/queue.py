@@ -3,7 +3,12 @@
 Both sides of the stream live here. The receiver (`web/webhooks.py`) appends a verified
 delivery with :func:`enqueue` and answers at once; the workers (`webhooks/worker.py`) take
 entries through a :class:`WebhookQueue` in the consumer group `webhook-workers` and
-acknowledge each one once applied.
+acknowledge each one once applied, which also deletes it from the stream: the stream holds
+exactly the deliveries accepted and not yet applied (the backlog). It is never trimmed by
+length, so no accepted delivery is dropped before a worker applied it; instead, once
+`WEBHOOK_BACKLOG_LIMIT` deliveries wait, :func:`enqueue` refuses new ones
+(:class:`WebhookBacklogFullError`, answered 503 with `Retry-After`) and Simpro sends them
+again later.
 
 One entry per delivery, in `Keys.webhook_events`, with string fields `event`, `resource`,
 `action`, `id`, `company` and `triggered` (see :func:`entry_fields`). They stay as they
@@ -31,8 +36,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
-from simpro_counter.errors import BadDeliveryError, StoreError
-from simpro_counter.keys import WEBHOOK_GROUP, WEBHOOK_STREAM_LENGTH, Keys
+from simpro_counter.errors import BadDeliveryError, StoreError, WebhookBacklogFullError
+from simpro_counter.keys import WEBHOOK_BACKLOG_LIMIT, WEBHOOK_GROUP, Keys
 from simpro_counter.store.circuit import describe
 from simpro_counter.webhooks.receiver import Delivery
 
@@ -82,51 +87,127 @@ def decode_fields(fields: Mapping[Any, Any]) -> Delivery:
     )
 
 
-async def enqueue(redis: Redis, keys: Keys, delivery: Delivery) -> str:
-    """Append `delivery` to the queue; its entry ID. :class:`StoreError` if Redis fails.
-
-    The stream is trimmed to about `WEBHOOK_STREAM_LENGTH` entries, so a queue no worker
-    reads cannot grow without bound.
+async def enqueue(
+    redis: Redis, keys: Keys, delivery: Delivery, *, limit: int = WEBHOOK_BACKLOG_LIMIT
+) -> str:
+    """Append `delivery` to the queue; its entry ID. :class:`WebhookBacklogFullError` when
+    `limit` deliveries wait already (nothing appended), :class:`StoreError` if Redis fails.
     """
-    with _redis_failures():
-        entry_id: Any = await redis.xadd(
-            keys.webhook_events,
-            entry_fields(delivery),
-            maxlen=WEBHOOK_STREAM_LENGTH,
-            approximate=True,
-        )
-    return _text(entry_id)
-
-
-# KEYS: the mark, the stream. ARGV: "1" if this copy arrived settled else "0", the mark's
-# seconds, the stream's length, then the entry's fields and values. A mark "1" means a
-# settled copy is queued already: this one is a replay (false, answered as nil).
-_ENQUEUE_ONCE = """
-if redis.call('GET', KEYS[1]) == '1' then
-    return false
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
-"""
+    entry_id = await _enqueue(redis, keys, delivery, limit=limit, mark=None)
+    if entry_id is None:  # only a mark makes a replay
+        raise StoreError("the webhook queue answered a replay without a replay mark")
+    return entry_id
 
 
 async def enqueue_once(
-    redis: Redis, keys: Keys, delivery: Delivery, *, identity: str, settled: bool, seconds: int
+    redis: Redis,
+    keys: Keys,
+    delivery: Delivery,
+    *,
+    identity: str,
+    settled: bool,
+    seconds: int,
+    limit: int = WEBHOOK_BACKLOG_LIMIT,
 ) -> str | None:
     """Append `delivery` unless a settled copy of `identity` was queued; its entry ID, or
-    None for a replay. :class:`StoreError` if Redis fails (then nothing was marked).
+    None for a replay. :class:`WebhookBacklogFullError` when `limit` deliveries wait
+    already, :class:`StoreError` if Redis fails: in both cases nothing was marked.
 
     The mark records whether this copy arrived settled (`webhooks/replay.py`) and lives
     `seconds`.
     """
+    mark = _Mark(keys.webhook_seen(identity), settled, seconds)
+    return await _enqueue(redis, keys, delivery, limit=limit, mark=mark)
+
+
+@dataclass(frozen=True)
+class _Mark:
+    key: str
+    settled: bool
+    seconds: int
+
+
+# KEYS: the stream, then the replay mark if there is one. ARGV: the backlog limit, "1" if
+# this copy arrived settled else "0", the mark's seconds, then the entry's fields and
+# values. Answers false for a replay (a mark "1": a settled copy is queued already), the
+# stream's length when the backlog is full, else the new entry's ID. The stream holds only
+# entries not yet applied (`WebhookQueue.ack` deletes the others), so its length is the
+# backlog; checking it in the script that appends means parallel deliveries cannot pass
+# the limit together. Nothing is trimmed here: an entry leaves the stream once applied.
+_ENQUEUE = """
+if KEYS[2] and redis.call('GET', KEYS[2]) == '1' then
+    return false
+end
+local waiting = redis.call('XLEN', KEYS[1])
+if waiting >= tonumber(ARGV[1]) then
+    return waiting
+end
+if KEYS[2] then
+    redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+"""
+
+
+async def _enqueue(
+    redis: Redis, keys: Keys, delivery: Delivery, *, limit: int, mark: _Mark | None
+) -> str | None:
     fields = [part for pair in entry_fields(delivery).items() for part in pair]
-    args: list[EncodableT] = ["1" if settled else "0", seconds, WEBHOOK_STREAM_LENGTH, *fields]
+    script_keys = [keys.webhook_events] if mark is None else [keys.webhook_events, mark.key]
+    args: list[EncodableT] = [
+        limit,
+        "1" if mark is not None and mark.settled else "0",
+        mark.seconds if mark is not None else 0,
+        *fields,
+    ]
     with _redis_failures():
-        script = redis.register_script(_ENQUEUE_ONCE)
-        entry_id: Any = await script(
-            keys=[keys.webhook_seen(identity), keys.webhook_events], args=args
-        )
-    return None if entry_id is None else _text(entry_id)
+        script = redis.register_script(_ENQUEUE)
+        answer: Any = await script(keys=script_keys, args=args)
+    if answer is None:
+        return None
+    if isinstance(answer, int):
+        raise WebhookBacklogFullError(answer, limit)
+    return _text(answer)
+
+
+# KEYS: the stream. ARGV: the group, then the entry IDs. Acknowledges and deletes them in
+# one step, so an applied entry never lingers (it would count against the backlog) and a
+# deleted one was always applied first. An ID acknowledged already is deleted again: a
+# no-op.
+_ACK = """
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
+return acked
+"""
+
+# KEYS: the stream. ARGV: the group. Deletes the entries the group has applied (taken and
+# no longer pending) from the head of the stream: those before the oldest pending entry,
+# or all it has taken when none is pending. Entries acknowledged without being deleted
+# (by an earlier version, which trimmed by length instead) are removed this way. Never an
+# entry the group has not taken, nor one still pending. Answers how many were removed.
+_PRUNE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return 0
+end
+local last = nil
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local fields = {}
+    for i = 1, #group, 2 do
+        fields[group[i]] = group[i + 1]
+    end
+    if fields['name'] == ARGV[1] then
+        last = fields['last-delivered-id']
+    end
+end
+if last == nil or last == '0-0' then
+    return 0
+end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
+if pending[1] > 0 then
+    return redis.call('XTRIM', KEYS[1], 'MINID', pending[2])
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', last) + redis.call('XDEL', KEYS[1], last)
+"""
 
 
 class WebhookQueue:
@@ -157,7 +238,7 @@ class WebhookQueue:
         """Up to `count` deliveries: claimed idle ones first, else new ones.
 
         Waits up to `block_ms` for a new entry when there is none. An entry that holds
-        no delivery (or was trimmed while pending) is logged and acknowledged, so it
+        no delivery (or was deleted while pending) is logged and acknowledged, so it
         cannot come back forever.
         """
         with _redis_failures():
@@ -190,9 +271,21 @@ class WebhookQueue:
         return taken
 
     async def ack(self, *entry_ids: str) -> None:
-        """Acknowledge applied entries: no consumer takes them again."""
+        """Acknowledge applied entries and delete them: no consumer takes them again, and
+        they no longer count against the backlog."""
+        if not entry_ids:
+            return
         with _redis_failures():
-            await self._redis.xack(self._stream, WEBHOOK_GROUP, *entry_ids)
+            script = self._redis.register_script(_ACK)
+            await script(keys=[self._stream], args=[WEBHOOK_GROUP, *entry_ids])
+
+    async def prune(self) -> int:
+        """Delete the entries the group applied that are still in the stream (acknowledged
+        by an earlier version, which did not delete them); how many."""
+        with _redis_failures():
+            script = self._redis.register_script(_PRUNE)
+            removed: Any = await script(keys=[self._stream], args=[WEBHOOK_GROUP])
+        return int(removed)
 
 
 @contextmanager

@@ -56,6 +56,9 @@ _BLOCK_MS = 1000
 # Socket timeout of the client the worker reads the queue with (its own: the store's
 # client has a 0.25 s timeout, which a blocked read plus a busy event loop could exceed).
 QUEUE_TIMEOUT = 5.0
+# How often the loop deletes applied entries an earlier version left in the stream
+# (`WebhookQueue.prune`): they would count against WEBHOOK_BACKLOG_LIMIT.
+_PRUNE_SECONDS = 30.0
 # A delivery taken by a consumer that stopped is handed to another after this long.
 _CLAIM_IDLE_SECONDS = 60.0
 # A recount waits this long in all for a refresh of the same metric to finish (its
@@ -113,6 +116,7 @@ class WebhookWorker:
         self._recount_waiting: dict[str, list[str]] = {}
         self._recounts: dict[str, asyncio.Task[None]] = {}
         self.applied = 0
+        self._pruned_at = 0.0
         self._mismatches = MismatchLog()
 
     def start(self) -> None:
@@ -129,13 +133,22 @@ class WebhookWorker:
             while True:
                 try:
                     await self._queue.ensure_group()
+                    await self._prune()
                     await self._work(client)
                 except StoreError as exc:
                     log.warning("Webhook queue unavailable (%s); retrying in 1 s", exc)
                     await asyncio.sleep(1)
 
+    async def _prune(self) -> None:
+        removed = await self._queue.prune()
+        if removed:
+            log.info("Webhook queue: %d applied entries removed from the stream", removed)
+        self._pruned_at = time.monotonic()
+
     async def _work(self, client: SimproClient) -> None:
         while True:
+            if time.monotonic() - self._pruned_at >= _PRUNE_SECONDS:
+                await self._prune()
             recounts: dict[str, list[str]] = {}
             for queued in await self._queue.take(_BATCH, _BLOCK_MS):
                 delivery = queued.delivery
