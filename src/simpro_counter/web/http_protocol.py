@@ -8,7 +8,8 @@ uvicorn's own bound, `h11_max_incomplete_event_size`, applies only to its h11 pr
 This protocol counts the bytes a request's head arrives in, and refuses the request with
 431 and closes the connection once they pass the bound; it reads that bound from the same
 option, so one number bounds heads whichever protocol serves. The count is an integer
-addition per read: the read path pays nothing else for it (bench/read_path.py).
+addition per read while a head is incomplete: the read path pays nothing else for it
+(bench/http_head.py measures it, bench/read_path.py the whole read).
 """
 
 from __future__ import annotations
