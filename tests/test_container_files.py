@@ -260,3 +260,44 @@ def test_the_healthcheck_fails_when_nothing_answers() -> None:
     result = healthcheck(image_environment(PORT=str(free_port())))
     assert result.returncode != 0
     assert "Connection refused" in result.stderr
+
+
+# --- the image installs the lock, and nothing else ---------------------------------------
+
+
+def stage_runs(stage: list[tuple[str, str]]) -> str:
+    return " ".join(args for name, args in stage if name == "RUN")
+
+
+def test_the_image_installs_exactly_the_locked_wheels_checked_by_hash() -> None:
+    instructions = dockerfile_instructions()
+    build, final = instructions[: len(instructions) - len(final_stage())], final_stage()
+    assert ("COPY", "requirements.lock ./") in build
+    build_runs = stage_runs(build)
+    # Wheels only (a wheel built here would not match the lock's hashes), each checked.
+    assert "pip download --require-hashes --only-binary=:all: " in build_runs
+    assert "-r requirements.lock" in build_runs
+    assert "pip wheel --no-deps " in build_runs  # the project's own wheel, nothing else
+    final_runs = stage_runs(final)
+    assert (
+        "pip install --no-index --find-links=/wheels --require-hashes "
+        "-r /wheels/requirements.lock" in final_runs
+    )
+    assert "pip install --no-index --find-links=/wheels --no-deps simpro-counter" in final_runs
+    assert "--upgrade" not in final_runs
+
+
+def test_the_build_context_holds_the_lock_and_no_secrets() -> None:
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert rules[0] == "*"  # everything out, then only what the image needs back in
+    assert set(rules) >= {"!requirements.lock", "!pyproject.toml", "!README.md", "!src/"}
+    assert not any(rule.startswith("!") and "env" in rule for rule in rules)
+
+
+def test_the_images_data_dir_is_created_private_to_its_user() -> None:
+    (run,) = [args for name, args in final_stage() if name == "RUN"]
+    assert re.search(r"install -d -o simpro -g simpro -m 0700 /data\b", run)

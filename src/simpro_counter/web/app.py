@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 
 from simpro_counter.settings import Settings, simpro_config
 from simpro_counter.web import admin, api_docs, counters, history, ops, pages, webhooks
+from simpro_counter.web.allow import MethodNotAllowed
 from simpro_counter.web.fastpath import FastReads
 from simpro_counter.web.runtime import Runtime
 
@@ -45,6 +46,8 @@ def create_app(
         summary="Exact, instant counters from a Simpro build",
         version="0.1.0",
         lifespan=lifespan,
+        # Answers any operation may get before its handler runs.
+        responses={431: {"description": "Request header fields too large"}},
     )
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_middleware(
@@ -64,6 +67,10 @@ def create_app(
     app.include_router(api_docs.router)
     app.include_router(admin.router, tags=["admin"])
     app.include_router(webhooks.router, tags=["webhooks"])
+    # The app's own routes (docs, schema) and each router's, for the `Allow` of a 405.
+    routers = (history, counters, ops, pages, api_docs, admin, webhooks)
+    routes = [*app.router.routes, *(r for module in routers for r in module.router.routes)]
+    app.add_exception_handler(405, MethodNotAllowed(routes))
     return app
 
 

@@ -15,14 +15,17 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response, Security
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from simpro_counter.contract import (
     InitAnswer,
+    InvalidRequest,
     MetricAnswer,
     RefreshedAnswer,
     RefreshRefused,
     RefreshStarted,
+    Refusal,
     StatusAnswer,
 )
 from simpro_counter.errors import RefreshRunningError, SimproCounterError
@@ -30,18 +33,47 @@ from simpro_counter.metrics import METRICS, refresh_groups
 from simpro_counter.refresh import CUSTOMERS, RefreshMode
 from simpro_counter.store.values import MetricValue
 from simpro_counter.web.auth import admin_denied
-from simpro_counter.web.http import iso, json_response, runtime_of
+from simpro_counter.web.http import (
+    ADMIN_BEARER,
+    CACHE_CONTROL_HEADER,
+    ETAG_HEADER,
+    IF_NONE_MATCH,
+    NO_STORE_HEADER,
+    RETRY_AFTER_HEADER,
+    iso,
+    json_response,
+    runtime_of,
+)
 from simpro_counter.web.reads import value_fields
 from simpro_counter.web.runtime import Runtime
 
 router = APIRouter()
 log = logging.getLogger("simpro_counter")
 
+
+class MetricSegment(StringConvertor):
+    """A path segment that can name a metric: any but the concrete paths beside it.
+
+    Without it `/api/simpro/{metric}` would also take `GET /api/simpro/webhooks` (a 404,
+    "unknown metric") where the path answers POST only and a 405 is due. Unknown names are
+    still routed here, for the 404 that names the metrics there are.
+    """
+
+    regex = "(?!webhooks$)[^/]+"
+
+
+register_url_convertor("metric", MetricSegment())
+# Shown as `/api/simpro/{metric}` in the OpenAPI document (the convertor is not).
+METRIC = "/api/simpro/{metric:metric}"
+
 MetricPath = Annotated[
     str,
     Path(
         description="One of: " + ", ".join(METRICS),
         examples=list(METRICS),
+        # Documented as the enum it is; validated by the handlers, whose 404 names the
+        # metrics there are (FastAPI's own check would answer 422).
+        json_schema_extra={"enum": list(METRICS)},
     ),
 ]
 
@@ -60,17 +92,28 @@ def unknown_metric(metric: str) -> Response | None:
 
 
 @router.get(
-    "/api/simpro/{metric}",
+    METRIC,
     summary="The current value of a metric, from the cache",
     responses={
         200: {
             "model": MetricAnswer,
             "description": "`count` (or `total` and `currency` for revenue) is null while "
             "the first value is computed",
+            "headers": {
+                "ETag": ETAG_HEADER,
+                "Cache-Control": CACHE_CONTROL_HEADER,
+                "Retry-After": RETRY_AFTER_HEADER,
+            },
         },
-        404: {"description": "No such metric"},
+        304: {"description": "Not modified: `If-None-Match` matched the `ETag`"},
+        404: {"model": Refusal, "description": "No such metric"},
+        422: {"model": InvalidRequest, "description": "A parameter is not valid"},
     },
+    openapi_extra={"parameters": [IF_NONE_MATCH]},
 )
+# HEAD beside GET (answered by the fast path for the known metrics), so a 405's `Allow`
+# names it; a route of its own, as one route with both would repeat the operation ID.
+@router.head(METRIC, include_in_schema=False)
 async def get_metric(request: Request, metric: MetricPath) -> Response:
     # Normally answered by the ASGI fast path (fastpath.py) before routing; same answer.
     missing = unknown_metric(metric)
@@ -92,13 +135,32 @@ async def get_metric(request: Request, metric: MetricPath) -> Response:
 
 
 @router.post(
-    "/api/simpro/{metric}/refresh",
+    f"{METRIC}/refresh",
     summary="Run a refresh now (needs Authorization: Bearer <ADMIN_TOKEN>)",
+    # Declares the bearer scheme in the document; the check itself is `admin_denied`.
+    dependencies=[Security(ADMIN_BEARER)],
     responses={
         200: {"model": RefreshedAnswer, "description": "The refresh finished"},
-        202: {"model": RefreshStarted, "description": "Started in the background"},
-        404: {"description": "No such metric"},
+        202: {
+            "model": RefreshStarted,
+            "description": "`background=true`: started, the refresh runs behind",
+        },
+        401: {
+            "model": Refusal,
+            "description": "The bearer token is missing or wrong",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer"}}},
+        },
+        403: {
+            "model": Refusal,
+            "description": "ADMIN_TOKEN is not set on the server: refreshing is disabled",
+        },
+        404: {"model": Refusal, "description": "No such metric"},
+        422: {"model": InvalidRequest, "description": "A parameter is not valid"},
         409: {"model": RefreshRefused, "description": "A refresh is already running"},
+        429: {
+            "description": "Too many wrong tokens from this client: retry later",
+            "headers": {"Retry-After": RETRY_AFTER_HEADER},
+        },
         502: {"model": RefreshRefused, "description": "Simpro failed; the value is kept"},
     },
 )
@@ -188,9 +250,13 @@ def _already_running(storage: str) -> Response:
 
 
 @router.get(
-    "/api/simpro/{metric}/refresh",
+    f"{METRIC}/refresh",
     summary="Refresh status and cache information of a metric",
-    responses={200: {"model": StatusAnswer}, 404: {"description": "No such metric"}},
+    responses={
+        200: {"model": StatusAnswer, "headers": {"Cache-Control": NO_STORE_HEADER}},
+        404: {"model": Refusal, "description": "No such metric"},
+        422: {"model": InvalidRequest, "description": "A parameter is not valid"},
+    },
 )
 async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
     missing = unknown_metric(metric)
@@ -219,7 +285,9 @@ async def get_refresh_status(request: Request, metric: MetricPath) -> Response:
 
 
 @router.get(
-    "/api/init", summary="Populate the cache if it is empty", responses={200: {"model": InitAnswer}}
+    "/api/init",
+    summary="Populate the cache if it is empty",
+    responses={200: {"model": InitAnswer, "headers": {"Cache-Control": NO_STORE_HEADER}}},
 )
 async def get_init(request: Request) -> Response:
     runtime = runtime_of(request)

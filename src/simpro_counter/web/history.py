@@ -6,10 +6,19 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from simpro_counter.contract import HistoryAnswer
+from simpro_counter.contract import HistoryAnswer, HistoryUnavailable, InvalidRequest
 from simpro_counter.growth import GrowthHistory, HistoryUnavailableError
 from simpro_counter.metrics import Interval, to_csv
-from simpro_counter.web.http import iso, json_response, runtime_of
+from simpro_counter.web.http import (
+    CACHE_CONTROL_HEADER,
+    ETAG_HEADER,
+    IF_NONE_MATCH,
+    NO_STORE_HEADER,
+    RETRY_AFTER_HEADER,
+    iso,
+    json_response,
+    runtime_of,
+)
 from simpro_counter.web.reads import RETRY_AFTER_SECONDS, etag_matches
 
 router = APIRouter()
@@ -26,10 +35,18 @@ _CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=600"
             "model": HistoryAnswer,
             "description": "`history` oldest first, periods without gaps; with "
             "`format=csv`, the same as `period,new,cumulative` lines",
-            "content": {"text/csv": {}},
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "headers": {"ETag": ETAG_HEADER, "Cache-Control": CACHE_CONTROL_HEADER},
         },
-        503: {"description": "The first full scan has not finished (or Redis never answered)"},
+        304: {"description": "Not modified: `If-None-Match` matched the `ETag`"},
+        422: {"model": InvalidRequest, "description": "`interval` or `format` is not valid"},
+        503: {
+            "model": HistoryUnavailable,
+            "description": "The first full scan has not finished (or Redis never answered)",
+            "headers": {"Retry-After": RETRY_AFTER_HEADER, "Cache-Control": NO_STORE_HEADER},
+        },
     },
+    openapi_extra={"parameters": [IF_NONE_MATCH]},
 )
 async def get_history(
     request: Request,

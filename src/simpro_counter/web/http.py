@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.security import HTTPBearer
 
 from simpro_counter.web.runtime import Runtime
 
@@ -32,3 +33,24 @@ def json_response(
         media_type="application/json",
         headers=headers,
     )
+
+
+# OpenAPI pieces the routes' declarations share. The bearer scheme never refuses by itself
+# (auto_error=False): `auth.admin_denied` decides, with the service's own answers.
+ADMIN_BEARER = HTTPBearer(
+    auto_error=False, scheme_name="adminToken", description="ADMIN_TOKEN of the server"
+)
+IF_NONE_MATCH: dict[str, Any] = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "An `ETag` from an earlier answer: `304` when it still matches",
+    "schema": {"type": "string"},
+}
+ETAG_HEADER: dict[str, Any] = {"description": "Weak validator", "schema": {"type": "string"}}
+CACHE_CONTROL_HEADER: dict[str, Any] = {"schema": {"type": "string"}}
+NO_STORE_HEADER: dict[str, Any] = {"schema": {"type": "string", "const": "no-store"}}
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "description": "Seconds to wait before retrying",
+    "schema": {"type": "integer", "minimum": 0},
+}

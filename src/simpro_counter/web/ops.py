@@ -9,12 +9,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from simpro_counter.contract import Health, Readiness
 from simpro_counter.metrics import METRICS
-from simpro_counter.web.http import json_response, runtime_of
+from simpro_counter.web.http import NO_STORE_HEADER, json_response, runtime_of
 
 router = APIRouter()
 
 
 @router.get("/healthz", summary="Liveness: the process answers", responses={200: {"model": Health}})
+# HEAD beside GET (answered by the fast path), so a 405's `Allow` names it.
+@router.head("/healthz", include_in_schema=False)
 async def healthz() -> Response:
     return json_response({"status": "ok"})
 
@@ -22,7 +24,14 @@ async def healthz() -> Response:
 @router.get(
     "/readyz",
     summary="Readiness: Redis and Simpro reachable",
-    responses={200: {"model": Readiness}, 503: {"model": Readiness, "description": "Not ready"}},
+    responses={
+        200: {"model": Readiness, "headers": {"Cache-Control": NO_STORE_HEADER}},
+        503: {
+            "model": Readiness,
+            "description": "Not ready",
+            "headers": {"Cache-Control": NO_STORE_HEADER},
+        },
+    },
 )
 async def readyz(request: Request) -> Response:
     runtime = runtime_of(request)
@@ -43,7 +52,18 @@ async def readyz(request: Request) -> Response:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+class PrometheusText(Response):
+    """The text exposition format, in the version `prometheus_client` writes."""
+
+    media_type = CONTENT_TYPE_LATEST
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PrometheusText,
+    responses={200: {"description": "Prometheus text exposition format"}},
+)
 async def metrics(request: Request) -> Response:
     runtime = runtime_of(request)
     now = time.time()

@@ -21,8 +21,9 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
+from simpro_counter.contract import WebhookAccepted, WebhookRefused
 from simpro_counter.errors import BadDeliveryError, StoreError, WebhookBacklogFullError
-from simpro_counter.web.http import json_response, runtime_of
+from simpro_counter.web.http import RETRY_AFTER_HEADER, json_response, runtime_of
 from simpro_counter.webhooks import replay
 from simpro_counter.webhooks.queue import enqueue, enqueue_once
 from simpro_counter.webhooks.receiver import Delivery, UnusedEvent, parse_delivery
@@ -42,17 +43,30 @@ BACKLOG_RETRY_AFTER_SECONDS = 10
     summary="Receive a signed Simpro webhook delivery and queue it for the ledger",
     responses={
         200: {
+            "model": WebhookAccepted,
             "description": "Verified: queued, or acknowledged and dropped (an event the "
-            "service does not use, a stale delivery, a replay; `reason` says which)"
+            "service does not use, a stale delivery, a replay; `reason` says which)",
         },
-        400: {"description": "Not a delivery (the error says why)"},
-        401: {"description": "Missing or invalid signature"},
-        413: {"description": "Body larger than 64 KiB"},
+        400: {"model": WebhookRefused, "description": "Not a delivery (the error says why)"},
+        401: {"model": WebhookRefused, "description": "Missing or invalid signature"},
+        413: {"model": WebhookRefused, "description": "Body larger than 64 KiB"},
         503: {
-            "description": "Webhooks disabled (no WEBHOOK_SECRET), Redis unavailable, or the "
-            "backlog full (WEBHOOK_BACKLOG_LIMIT deliveries wait): nothing queued, "
-            "`Retry-After` says when to send again"
+            "model": WebhookRefused,
+            "description": "Webhooks disabled (no WEBHOOK_SECRET), Redis unavailable, or "
+            "too many deliveries waiting (WEBHOOK_BACKLOG_LIMIT): nothing was queued; "
+            "`Retry-After` when a retry can succeed",
+            "headers": {"Retry-After": RETRY_AFTER_HEADER},
         },
+    },
+    # The handler reads the raw body (the signature is over its bytes), so FastAPI cannot
+    # see it: declared here. The signature header's name is WEBHOOK_SIGNATURE_HEADER.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "Simpro's delivery, signed in the `X-Response-Signature` header "
+            "(WEBHOOK_SIGNATURE_HEADER)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
     },
 )
 async def receive_webhook(request: Request) -> Response:
