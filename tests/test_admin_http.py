@@ -174,14 +174,20 @@ async def test_login_sets_a_signed_strict_http_only_cookie(redis_url: str) -> No
         assert ADMIN_TOKEN not in value
         assert ADMIN_TOKEN not in response.headers["set-cookie"]
 
-        # Over https (directly, or behind a proxy that says so) the cookie is Secure.
-        forwarded = await client.post(
-            "/admin/login",
+        # Over https the cookie is Secure (behind a proxy: when FORWARDED_ALLOW_IPS trusts
+        # it, tests/test_server_limits.py). A client's own X-Forwarded-Proto does not count.
+        over_https = await client.post(
+            "https://service/admin/login",
             data={"token": ADMIN_TOKEN},
-            headers={"Origin": "https://service", "X-Forwarded-Proto": "https"},
+            headers={"Origin": "https://service"},
         )
-        assert forwarded.status_code == 303
-        assert "secure" in [attribute.lower() for attribute in _set_cookie(forwarded)]
+        assert over_https.status_code == 303
+        assert "secure" in [attribute.lower() for attribute in _set_cookie(over_https)]
+        claimed = await client.post(
+            "/admin/login", data={"token": ADMIN_TOKEN}, headers={"X-Forwarded-Proto": "https"}
+        )
+        assert claimed.status_code == 303
+        assert "secure" not in [attribute.lower() for attribute in _set_cookie(claimed)]
 
 
 async def test_state_has_every_field(redis_url: str) -> None:

@@ -157,6 +157,21 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8000, description="Port `serve` listens on"
     )
+    max_connections: Annotated[int, Field(ge=1)] = Field(
+        default=1000,
+        description="Connections one process serves at once; while more are open, requests "
+        "are answered 503 at once",
+    )
+    max_request_head: Annotated[int, Field(ge=1024, le=1048576)] = Field(
+        default=16384,
+        description="Bytes a request's line and headers may take; a larger head is answered "
+        "431 and its connection closed",
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Comma-separated addresses (or CIDR networks, `*`) of proxies whose "
+        "X-Forwarded-For/-Proto are believed; empty: those headers are ignored",
+    )
     demo: bool = Field(
         default=False,
         description="Demo mode: `/` is a sample homepage with the widget",

@@ -93,17 +93,11 @@ def serve(
 def _serve(settings: Settings, *, access_log: bool) -> None:
     import uvicorn
 
+    from simpro_counter.cli.server_options import server_options
     from simpro_counter.web import create_app
 
     configure_logging()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=access_log,
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.run(create_app(settings), **server_options(settings, access_log=access_log))
 
 
 def demo(

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from fastapi import FastAPI
 
 from simpro_counter.cli.common import configure_logging, settings_or_exit
+from simpro_counter.cli.server_options import server_options
 from simpro_counter.settings import Settings
 from simpro_counter.store import EmbeddedRedis
 from simpro_counter.store.processes import die_with_parent
@@ -40,15 +41,12 @@ def serve_workers(settings: Settings, *, workers: int, access_log: bool) -> None
         os.environ.update(
             {"HOST": settings.host, "PORT": str(settings.port), "REDIS_URL": redis_url}
         )
+        # Each worker applies the limits to its own connections (MAX_CONNECTIONS each).
         uvicorn.run(
             WORKER_APP,
             factory=True,
             workers=workers,
-            host=settings.host,
-            port=settings.port,
-            access_log=access_log,
-            log_config=None,
-            timeout_graceful_shutdown=10,
+            **server_options(settings, access_log=access_log),
         )
 
 

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from simpro_counter.settings import Settings, simpro_config
-from simpro_counter.web import admin, counters, history, ops, pages, webhooks
+from simpro_counter.web import admin, api_docs, counters, history, ops, pages, webhooks
 from simpro_counter.web.allow import MethodNotAllowed
 from simpro_counter.web.fastpath import FastReads
 from simpro_counter.web.runtime import Runtime
@@ -37,9 +37,11 @@ def create_app(
 
     # The API docs (/docs, /redoc) with Swagger UI and ReDoc served by the service itself,
     # not from a CDN: they work on a machine without internet and under a strict network
-    # policy.
+    # policy. Their pages are api_docs' routes, which add the policy of every page.
     app = FastAPIOffline(
-        static_url="/docs-assets",
+        docs_url=None,
+        redoc_url=None,
+        static_url=api_docs.ASSETS_URL,
         title="simpro-counter",
         summary="Exact, instant counters from a Simpro build",
         version="0.1.0",
@@ -62,10 +64,11 @@ def create_app(
     app.include_router(counters.router, tags=["counters"])
     app.include_router(ops.router, tags=["operations"])
     app.include_router(pages.router, tags=["pages"])
+    app.include_router(api_docs.router)
     app.include_router(admin.router, tags=["admin"])
     app.include_router(webhooks.router, tags=["webhooks"])
     # The app's own routes (docs, schema) and each router's, for the `Allow` of a 405.
-    routers = (history, counters, ops, pages, admin, webhooks)
+    routers = (history, counters, ops, pages, api_docs, admin, webhooks)
     routes = [*app.router.routes, *(r for module in routers for r in module.router.routes)]
     app.add_exception_handler(405, MethodNotAllowed(routes))
     return app

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
 from simpro_counter.web.http import runtime_of
+from simpro_counter.web.page_policy import page_headers
 from simpro_counter.web.reads import etag_matches
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -37,6 +39,8 @@ class Asset:
     gzipped: bytes
     etag: str
     gzip_etag: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Sent with every answer (an HTML page's security policy)."""
 
     @classmethod
     def load(cls, name: str, media_type: str) -> Asset:
@@ -44,7 +48,9 @@ class Asset:
         digest = hashlib.sha256(body).hexdigest()[:20]
         # mtime=0: byte-identical from every replica and restart, as the shared ETag promises.
         gzipped = gzip.compress(body, compresslevel=9, mtime=0)
-        return cls(media_type, body, gzipped, f'"{digest}"', f'"{digest}-gz"')
+        # A page's policy allows exactly its own inline script and style, by hash.
+        headers = page_headers(body.decode()) if media_type.startswith("text/html") else {}
+        return cls(media_type, body, gzipped, f'"{digest}"', f'"{digest}-gz"', headers)
 
     def response(self, request: Request, cache_control: str, **extra: str) -> Response:
         """The file, gzipped when the client takes it; 304 when it has it already."""
@@ -55,6 +61,7 @@ class Asset:
             "Cache-Control": cache_control,
             "Vary": "Accept-Encoding",
             "X-Content-Type-Options": "nosniff",
+            **self.headers,
             **extra,
         }
         if_none_match = request.headers.get("if-none-match")

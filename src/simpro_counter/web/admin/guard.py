@@ -10,24 +10,20 @@ from fastapi import Request, Response
 
 from simpro_counter.web.admin.session import Session, SessionCodec
 from simpro_counter.web.http import runtime_of
+from simpro_counter.web.page_policy import page_headers
 
 COOKIE = "simpro_admin"
 COOKIE_PATH = "/admin"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 
-# Every admin answer carries these: no framing (clickjacking), no inline or foreign
-# scripts, no referrer leaking the admin URL, no copy kept by browsers or proxies.
+# Every admin answer carries these: the policy of every page (no framing, no inline or
+# foreign scripts: web/page_policy.py), no referrer leaking the admin URL, no copy kept by
+# browsers or proxies.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
-        "object-src 'none'"
-    ),
-    "X-Frame-Options": "DENY",
+    **page_headers(),
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
@@ -88,13 +84,18 @@ def same_origin(request: Request) -> bool:
         # cross-site with it.
         return site == "same-origin"
     parts = urlsplit(origin)
-    # Behind a TLS-terminating proxy the app sees http while the browser says https.
+    # Behind a TLS-terminating proxy the app sees http while the browser says https. (A
+    # forged page cannot add X-Forwarded-Proto to a request without a CORS preflight, which
+    # the admin never grants, so the header is safe here: it only widens a scheme check.)
     schemes = {request.url.scheme, request.headers.get("x-forwarded-proto", "")}
     return parts.scheme in schemes and parts.netloc == request.headers.get("host")
 
 
 def is_https(request: Request) -> bool:
-    return "https" in (request.url.scheme, request.headers.get("x-forwarded-proto"))
+    # The scheme the server saw: behind a TLS-terminating proxy, the proxy's
+    # X-Forwarded-Proto only when FORWARDED_ALLOW_IPS names it (uvicorn applies it then),
+    # never a client's own claim.
+    return request.url.scheme == "https"
 
 
 def secured(response: Response) -> Response:
