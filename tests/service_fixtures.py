@@ -45,6 +45,31 @@ def service_settings(redis_url: str | None, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def service_env(
+    simpro_url: str,
+    *,
+    prefix: str,
+    redis_url: str | None = None,
+    admin_token: str | None = ADMIN_TOKEN,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a test service process: the simulator's key, no rate limit to
+    speak of, a key prefix of its own (`prefix-<random>`); REDIS_URL and ADMIN_TOKEN when
+    given, then `extra` (environment variable names)."""
+    env = {
+        "SIMPRO_BASE_URL": simpro_url,
+        "SIMPRO_API_KEY": "demo-key",
+        "SIMPRO_RATE_LIMIT": "1000",
+        "KEY_PREFIX": f"{prefix}-{uuid.uuid4().hex[:8]}",
+    }
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    if admin_token is not None:
+        env["ADMIN_TOKEN"] = admin_token
+    env.update(extra)
+    return env
+
+
 def webhook_simulator(
     redis_url: str | None,
     *,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,13 @@ from simpro_counter.metrics import METRICS
 from simpro_counter.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from simpro_counter.store import EmbeddedRedis
 from tests.browser_fixtures import ARTIFACTS
-from tests.service_fixtures import ADMIN_TOKEN, ServiceProcess, service_process, wait_until_counted
+from tests.service_fixtures import (
+    ADMIN_TOKEN,
+    ServiceProcess,
+    service_env,
+    service_process,
+    wait_until_counted,
+)
 
 DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 DOCS_IMAGE = DOCS_IMAGES / "dashboard.png"
@@ -37,15 +42,9 @@ def deployment(
     """One service process (with ADMIN_TOKEN) over the simulator, its first count done."""
     config = SimulatorConfig(invoices=1500, customers=350, seed=41, rate=0)
     with running_simulator(config) as sim:
-        env = {
-            "SIMPRO_BASE_URL": sim.url,
-            "SIMPRO_API_KEY": "demo-key",
-            "SIMPRO_RATE_LIMIT": "1000",
-            "REDIS_URL": shared_redis.url,
-            "KEY_PREFIX": f"admin-{uuid.uuid4().hex[:8]}",
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "REFRESH_CHECK_INTERVAL": "3600",
-        }
+        env = service_env(
+            sim.url, prefix="admin", redis_url=shared_redis.url, REFRESH_CHECK_INTERVAL="3600"
+        )
         with service_process(env, tmp_path_factory.mktemp("admin")) as service:
             wait_until_counted(service.url)
             _wait_for_every_metric(service.url)

@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tests.service_fixtures import (
     ADMIN_TOKEN,
     ServiceProcess,
     free_port,
+    service_env,
     service_process,
     wait_for_count,
     wait_until_counted,
@@ -46,16 +46,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _env(simulator: RunningSimulator, redis_url: str, token: str | None) -> dict[str, str]:
-    env = {
-        "SIMPRO_BASE_URL": simulator.url,
-        "SIMPRO_API_KEY": "demo-key",
-        "SIMPRO_RATE_LIMIT": "1000",
-        "REDIS_URL": redis_url,
-        "KEY_PREFIX": f"check-{uuid.uuid4().hex[:8]}",
-    }
-    if token is not None:
-        env["ADMIN_TOKEN"] = token
-    return env
+    return service_env(simulator.url, prefix="check", redis_url=redis_url, admin_token=token)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,13 @@ import pytest
 
 from simpro_counter.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from simpro_counter.store import EmbeddedRedis
-from tests.service_fixtures import ServiceProcess, service_process, stop_process, wait_until_counted
+from tests.service_fixtures import (
+    ServiceProcess,
+    service_env,
+    service_process,
+    stop_process,
+    wait_until_counted,
+)
 
 TOKEN = "openapi-fuzz-admin-token-7c41e9b2d05a"  # 37 characters: ADMIN_TOKEN needs 32
 SEED = 20260201
@@ -49,15 +54,13 @@ def service(
     shared_redis: EmbeddedRedis,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
-    env = {
-        "SIMPRO_BASE_URL": simulator.url,
-        "SIMPRO_API_KEY": "demo-key",
-        "SIMPRO_RATE_LIMIT": "1000",
-        "REDIS_URL": shared_redis.url,
-        "KEY_PREFIX": f"fuzz-{uuid.uuid4().hex[:8]}",
-        "ADMIN_TOKEN": TOKEN,
-        "WEBHOOK_SECRET": "openapi-fuzz-webhook-secret",
-    }
+    env = service_env(
+        simulator.url,
+        prefix="fuzz",
+        redis_url=shared_redis.url,
+        admin_token=TOKEN,
+        WEBHOOK_SECRET="openapi-fuzz-webhook-secret",
+    )
     # Stopped by its PID on the way out (SIGTERM: the lifespan cancels any refresh left).
     with service_process(env, tmp_path_factory.mktemp("fuzz-service")) as svc:
         wait_until_counted(svc.url)

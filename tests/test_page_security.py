@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from playwright.sync_api import Page, expect
 
 from simpro_counter.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from simpro_counter.store import EmbeddedRedis
-from tests.service_fixtures import ADMIN_TOKEN, service_process, wait_until_counted
+from tests.service_fixtures import service_env, service_process, wait_until_counted
 
 # Pages the service answers with HTML, and a request that shows each.
 PAGES = ("/", "/docs", "/docs/oauth2-redirect", "/redoc", "/admin")
@@ -62,15 +61,9 @@ def services(
 ) -> Iterator[Services]:
     config = SimulatorConfig(invoices=300, customers=90, seed=52, rate=0)
     with running_simulator(config) as sim:
-        env = {
-            "SIMPRO_BASE_URL": sim.url,
-            "SIMPRO_API_KEY": "demo-key",
-            "SIMPRO_RATE_LIMIT": "1000",
-            "REDIS_URL": shared_redis.url,
-            "KEY_PREFIX": f"pages-{uuid.uuid4().hex[:8]}",
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "REFRESH_CHECK_INTERVAL": "3600",
-        }
+        env = service_env(
+            sim.url, prefix="pages", redis_url=shared_redis.url, REFRESH_CHECK_INTERVAL="3600"
+        )
         with (
             service_process({**env, "DEMO": "true"}, tmp_path_factory.mktemp("demo")) as demo,
             service_process(env, tmp_path_factory.mktemp("plain")) as plain,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import pytest
 
 from simpro_counter.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from simpro_counter.store import EmbeddedRedis
-from tests.service_fixtures import ServiceProcess, service_process
+from tests.service_fixtures import ServiceProcess, service_env, service_process
 
 TOKEN = "edge-admin-token-" + "x" * 24
 MAX_CONNECTIONS = 4
@@ -42,16 +41,14 @@ def simulator() -> Iterator[RunningSimulator]:
 
 
 def _env(sim: RunningSimulator, redis: EmbeddedRedis, **extra: str) -> dict[str, str]:
-    return {
-        "SIMPRO_BASE_URL": sim.url,
-        "SIMPRO_API_KEY": "demo-key",
-        "SIMPRO_RATE_LIMIT": "1000",
-        "REDIS_URL": redis.url,
-        "KEY_PREFIX": f"edge-{uuid.uuid4().hex[:8]}",
-        "ADMIN_TOKEN": TOKEN,
-        "REFRESH_CHECK_INTERVAL": "3600",
+    return service_env(
+        sim.url,
+        prefix="edge",
+        redis_url=redis.url,
+        admin_token=TOKEN,
+        REFRESH_CHECK_INTERVAL="3600",
         **extra,
-    }
+    )
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from tests.service_fixtures import (
     ServiceProcess,
     free_port,
     running_app,
+    service_env,
     service_process,
     service_settings,
     stop_process,
@@ -168,16 +168,14 @@ def site() -> Iterator[Site]:
 
 
 def _env(simulator: RunningSimulator, redis: EmbeddedRedis, **extra: str) -> dict[str, str]:
-    return {
-        "SIMPRO_BASE_URL": simulator.url,
-        "SIMPRO_API_KEY": "demo-key",
-        "SIMPRO_RATE_LIMIT": "1000",
-        "REDIS_URL": redis.url,
-        "KEY_PREFIX": f"widget-{uuid.uuid4().hex[:8]}",
-        "ADMIN_TOKEN": TOKEN,
-        "REFRESH_CHECK_INTERVAL": "3600",
+    return service_env(
+        simulator.url,
+        prefix="widget",
+        redis_url=redis.url,
+        admin_token=TOKEN,
+        REFRESH_CHECK_INTERVAL="3600",
         **extra,
-    }
+    )
 
 
 @pytest.fixture(scope="module")
