@@ -25,6 +25,9 @@ API_KEY = "api-key-5e1f0c"
 CLIENT_SECRET = "client-secret-77ab2d"
 PASS_HEAD, PASS_TAIL = "c0ffee51", "9d7ba3e2"
 REDIS_PASSWORD = PASS_HEAD + PASS_TAIL
+# A port nothing listens on, for URLs that must be refused before any connection: were
+# one ever let through, it would reach no Redis of the machine's.
+NO_REDIS_PORT = free_port()
 ADMIN = "admin-token-4d9b1a-5c8e7f2a9b3d6e1f70"
 WEBHOOK = "webhook-secret-a8e3"
 SENTINEL = "sentinel-pass-19f2"
@@ -43,7 +46,7 @@ def test_the_settings_never_show_a_secret() -> None:
         "simpro_api_key": API_KEY,
         "simpro_client_id": "id",
         "simpro_client_secret": CLIENT_SECRET,
-        "redis_url": f"redis://user:{REDIS_PASSWORD}@redis.internal:6379/0",
+        "redis_url": f"redis://user:{REDIS_PASSWORD}@redis.invalid:6390/0",
         "redis_sentinel_password": SENTINEL,
         "admin_token": ADMIN,
         "webhook_secret": WEBHOOK,
@@ -53,7 +56,7 @@ def test_the_settings_never_show_a_secret() -> None:
     assert settings.simpro_api_key is not None
     assert settings.simpro_api_key.get_secret_value() == API_KEY  # kept, only hidden
     assert _shown(repr(redis_target(settings))) == []
-    assert "redis://***@redis.internal:6379/0" in repr(redis_target(settings))
+    assert "redis://***@redis.invalid:6390/0" in repr(redis_target(settings))
 
 
 @pytest.mark.parametrize("oauth", [False, True])
@@ -106,7 +109,7 @@ async def test_a_refused_credential_is_in_no_log_line_or_traceback(
 async def test_an_unreachable_redis_with_a_password_is_reported_without_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0"  # nothing listens there
+    url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{NO_REDIS_PORT}/0"
     caplog.set_level(logging.DEBUG)
     async with running_app(service_settings(url)) as (_, client):
         public = await client.get("/readyz")
@@ -124,10 +127,10 @@ async def test_an_unreachable_redis_with_a_password_is_reported_without_it(
     [
         # An unencoded `/` or `#` makes urllib read the password's tail as the host and
         # its head as a port, which its error quotes.
-        f"redis://:{PASS_HEAD}/{PASS_TAIL}@127.0.0.1:6379/0",
-        f"redis://:{PASS_HEAD}#{PASS_TAIL}@127.0.0.1:6379/0",
+        f"redis://:{PASS_HEAD}/{PASS_TAIL}@127.0.0.1:{NO_REDIS_PORT}/0",
+        f"redis://:{PASS_HEAD}#{PASS_TAIL}@127.0.0.1:{NO_REDIS_PORT}/0",
         f"redis://:{REDIS_PASSWORD}@127.0.0.1:port/0",
-        f"http://:{REDIS_PASSWORD}@127.0.0.1:6379",
+        f"http://:{REDIS_PASSWORD}@127.0.0.1:{NO_REDIS_PORT}",
     ],
 )
 def test_a_bad_redis_url_is_one_line_without_any_of_it(
