@@ -24,6 +24,8 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
+from simpro_counter.errors import IdFiltersIgnoredError
+from simpro_counter.ids import parse_id
 from simpro_counter.simpro.answers import Record
 
 Ignored = Literal["ID filters", "If-Modified-Since"]
@@ -76,6 +78,17 @@ def forget_announcements() -> None:
 def outside(invoice_id: int, low: int | None, high: int | None) -> bool:
     """Whether an ID lies outside the inclusive range [low, high] (None: open end)."""
     return (low is not None and invoice_id < low) or (high is not None and invoice_id > high)
+
+
+def check_in_range(records: list[Record], id_range: tuple[int | None, int | None]) -> None:
+    """Raise :class:`IdFiltersIgnoredError` when a record lies outside the range asked:
+    the proof that the build ignored the ID filter."""
+    for record in records:
+        invoice_id = parse_id(record.get("ID"), what="invoice ID")
+        if outside(invoice_id, *id_range):
+            raise IdFiltersIgnoredError(
+                f"asked for invoices with ID in {id_range}, Simpro sent invoice {invoice_id}"
+            )
 
 
 def http_date(value: str | None) -> datetime | None:
