@@ -193,13 +193,9 @@ class Settings(BaseSettings):
     @field_validator("admin_token")
     @classmethod
     def _admin_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
-        # A short token can be guessed despite the throttle; an empty one means unset.
-        length = len(value.get_secret_value()) if value is not None else 0
-        if 0 < length < ADMIN_TOKEN_MIN_LENGTH:
-            raise ValueError(
-                f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters, it has {length}; "
-                f"make one with: {MAKE_TOKEN}"
-            )
+        problem = admin_token_problem(value.get_secret_value() if value is not None else "")
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -228,6 +224,11 @@ class Settings(BaseSettings):
     def invoice_stage_list(self) -> list[str] | None:
         """INVOICE_STAGES as a list; None counts every stage."""
         return _names(self.invoice_stages) or None
+
+    @property
+    def forwarded_allow_ip_list(self) -> list[str]:
+        """FORWARDED_ALLOW_IPS as a list; empty: no proxy is trusted."""
+        return _names(self.forwarded_allow_ips)
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -261,6 +262,17 @@ def redis_url_problem(url: str) -> None:
         ) from None
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must start with redis://, rediss:// or unix://")
+
+
+def admin_token_problem(token: str) -> str | None:
+    """Why `token` cannot be ADMIN_TOKEN, or None (an empty one means unset)."""
+    # A short token can be guessed despite the throttle.
+    if 0 < len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        return (
+            f"must be at least {ADMIN_TOKEN_MIN_LENGTH} characters, it has {len(token)}; "
+            f"make one with: {MAKE_TOKEN}"
+        )
+    return None
 
 
 def sentinel_addresses(text: str) -> tuple[tuple[str, int], ...]:

@@ -145,10 +145,15 @@ def build_webhook_worker(
     )
 
 
+def uses_embedded_redis(settings: Settings) -> bool:
+    """Whether the service runs its own server: neither REDIS_SENTINELS nor REDIS_URL set."""
+    return not (settings.redis_url or settings.redis_sentinels)
+
+
 async def start_service_redis(settings: Settings) -> tuple[RedisTarget, EmbeddedRedis | None]:
     """The service's Redis: REDIS_SENTINELS, REDIS_URL (a server or a cluster node), else
     an embedded redis-server started now in DATA_DIR (returned too: the caller stops it)."""
-    if settings.redis_url or settings.redis_sentinels:
+    if not uses_embedded_redis(settings):
         return redis_target(settings), None
     embedded = EmbeddedRedis(settings.data_dir)
     await asyncio.to_thread(embedded.start)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,13 +20,18 @@ err_console = Console(stderr=True)
 T = TypeVar("T")
 
 
+def config_error_exit(message: str) -> NoReturn:
+    """Print the configuration error on one line and exit 2."""
+    err_console.print(f"[red]Configuration error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; turn the package's own errors into one line and an exit code."""
     try:
         return asyncio.run(coro)
     except ConfigError as exc:
-        err_console.print(f"[red]Configuration error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        config_error_exit(str(exc))
     except SimproCounterError as exc:
         err_console.print(f"[red]Error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -41,8 +46,7 @@ def settings_or_exit() -> Settings:
         settings = load_settings()
         simpro_config(settings)
     except ConfigError as exc:
-        err_console.print(f"[red]Configuration error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        config_error_exit(str(exc))
     return settings
 
 

@@ -13,22 +13,45 @@ from rich.table import Table
 
 from simpro_counter.cli.common import console, err_console
 
+# The admin token from a file (or ADMIN_TOKEN in the environment), never from argv.
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="File holding the service's ADMIN_TOKEN (mode 600); default: ADMIN_TOKEN from "
+        "the environment. Never pass the token itself.",
+    ),
+]
+
+
+def _admin_token(token_file: Path | None) -> str | None:
+    from simpro_counter.cli.secret_files import secret_or_exit
+    from simpro_counter.settings import CommandSecrets
+
+    return secret_or_exit(token_file, CommandSecrets().admin_token, "ADMIN_TOKEN")
+
 
 def status(
     url: Annotated[str, typer.Option(help="Base URL of a running service.")] = (
         "http://127.0.0.1:8000"
     ),
+    token_file: TokenFile = None,
 ) -> None:
-    """Show every metric's cached value and refresh status on a running service."""
+    """Show every metric's cached value and refresh status on a running service.
+
+    With the admin token (ADMIN_TOKEN or --token-file) the errors themselves and where the
+    service's Redis is are shown; without it, what the public sees.
+    """
     from simpro_counter.metrics import METRICS
 
     base = url.rstrip("/")
+    token = _admin_token(token_file)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     table = Table(box=None, pad_edge=False)
     for column in ("Metric", "Value", "Last updated", "Stale", "Refreshing", "Last error"):
         table.add_column(column)
     for metric in METRICS:
         try:
-            response = httpx.get(f"{base}/api/simpro/{metric}/refresh", timeout=10)
+            response = httpx.get(f"{base}/api/simpro/{metric}/refresh", headers=headers, timeout=10)
             response.raise_for_status()
             body = response.json()
         except (httpx.HTTPError, ValueError) as exc:
@@ -54,14 +77,17 @@ def status(
         )
     console.print(table)
     console.print(f"Storage: {body.get('storage')}")
-    console.print(f"Redis: {_redis_location(base)}")
+    console.print(f"Redis: {_redis_location(base, headers)}")
 
 
-def _redis_location(base: str) -> str:
-    """Where the service's Redis is and its topology, as `/readyz` says (never a password;
-    answered with 503 too while Redis or Simpro is down)."""
+def _redis_location(base: str, headers: dict[str, str]) -> str:
+    """Where the service's Redis is and its topology, as `/readyz` says to the token
+    (never a password; answered with 503 too while Redis or Simpro is down)."""
+    if not headers:
+        return "not shown without the admin token (ADMIN_TOKEN or --token-file)"
     try:
-        location = httpx.get(f"{base}/readyz", timeout=10).json()["redis"]["location"]
+        readyz = httpx.get(f"{base}/readyz", headers=headers, timeout=10)
+        location = readyz.json()["redis"]["location"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return "unknown (/readyz did not answer)"
     return str(location)
@@ -120,13 +146,7 @@ def check(
     url: Annotated[str, typer.Option(help="Base URL of the running service.")] = (
         "http://127.0.0.1:8000"
     ),
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="File holding the service's ADMIN_TOKEN (mode 600), to check POST refresh "
-            "too; default: ADMIN_TOKEN from the environment. Never pass the token itself.",
-        ),
-    ] = None,
+    token_file: TokenFile = None,
     origin: Annotated[
         str, typer.Option(help="Page origin for the CORS check (one of CORS_ORIGINS).")
     ] = "https://example.com",
@@ -140,8 +160,6 @@ def check(
     --token-file; without either they are skipped.
     """
     from simpro_counter.check import check_deployment
-    from simpro_counter.cli.secret_files import secret_or_exit
-    from simpro_counter.settings import CommandSecrets
 
-    token = secret_or_exit(token_file, CommandSecrets().admin_token, "ADMIN_TOKEN")
+    token = _admin_token(token_file)
     raise typer.Exit(check_deployment(url, token, console=console, wait=wait, origin=origin))

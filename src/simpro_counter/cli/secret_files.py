@@ -13,10 +13,9 @@ import os
 import stat
 from pathlib import Path
 
-import typer
 from pydantic import SecretStr
 
-from simpro_counter.cli.common import err_console
+from simpro_counter.cli.common import config_error_exit
 from simpro_counter.errors import ConfigError
 
 
@@ -58,5 +57,4 @@ def secret_or_exit(path: Path | None, configured: SecretStr | None, setting: str
     try:
         return read_secret_file(path, setting).get_secret_value()
     except ConfigError as exc:
-        err_console.print(f"[red]Configuration error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        config_error_exit(str(exc))

@@ -15,8 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from pydantic import SecretStr
 
-from simpro_counter.cli.common import configure_logging, console, err_console, settings_or_exit
-from simpro_counter.settings import ADMIN_TOKEN_MIN_LENGTH, MAKE_TOKEN, Settings
+from simpro_counter.cli.common import (
+    config_error_exit,
+    configure_logging,
+    console,
+    settings_or_exit,
+)
+from simpro_counter.settings import Settings, admin_token_problem
 
 if TYPE_CHECKING:
     from simpro_counter.simulator import Simulator
@@ -122,15 +127,9 @@ def demo(
     # ADMIN_TOKEN from the environment, else a fresh one for this run: printed below, so
     # `check` and the refresh button can be tried exactly as in production.
     token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(32)
-    if len(token) < ADMIN_TOKEN_MIN_LENGTH:
-        err_console.print(
-            f"[red]Configuration error:[/] ADMIN_TOKEN is invalid: must be at least "
-            f"{ADMIN_TOKEN_MIN_LENGTH} characters; make one with: {MAKE_TOKEN} "
-            "(or unset it for a fresh one)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(2)
+    problem = admin_token_problem(token)
+    if problem is not None:
+        config_error_exit(f"ADMIN_TOKEN is invalid: {problem} (or unset it for a fresh one)")
     webhook_secret = secrets.token_urlsafe(18)
     sim_config = SimulatorConfig(
         invoices=invoices,

@@ -41,7 +41,7 @@ class ServerOptions(TypedDict):
 
 
 def server_options(settings: Settings, *, access_log: bool) -> ServerOptions:
-    trusted = ",".join(_names(settings.forwarded_allow_ips))
+    trusted = ",".join(settings.forwarded_allow_ip_list)
     return ServerOptions(
         host=settings.host,
         port=settings.port,
@@ -62,7 +62,3 @@ def server_options(settings: Settings, *, access_log: bool) -> ServerOptions:
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]

@@ -24,6 +24,7 @@ from simpro_counter.cli.server_options import server_options
 from simpro_counter.settings import Settings
 from simpro_counter.store import EmbeddedRedis
 from simpro_counter.store.processes import die_with_parent
+from simpro_counter.wiring import uses_embedded_redis
 
 # What uvicorn imports in each worker (an import string: an app object cannot be sent to a
 # spawned process).
@@ -35,12 +36,12 @@ def serve_workers(settings: Settings, *, workers: int, access_log: bool) -> None
     import uvicorn
 
     configure_logging()
-    with _shared_redis(settings) as redis_url:
+    with _shared_redis(settings) as embedded_url:
         # The workers read their settings from the environment, as this process did; the
         # command-line overrides and the supervisor's Redis are passed the same way.
-        os.environ.update(
-            {"HOST": settings.host, "PORT": str(settings.port), "REDIS_URL": redis_url}
-        )
+        os.environ.update({"HOST": settings.host, "PORT": str(settings.port)})
+        if embedded_url is not None:
+            os.environ["REDIS_URL"] = embedded_url
         # Each worker applies the limits to its own connections (MAX_CONNECTIONS each).
         uvicorn.run(
             WORKER_APP,
@@ -51,11 +52,12 @@ def serve_workers(settings: Settings, *, workers: int, access_log: bool) -> None
 
 
 @contextmanager
-def _shared_redis(settings: Settings) -> Iterator[str]:
-    """REDIS_URL, or the URL of an embedded redis-server this process runs for all workers
-    (stopped, by its PID, when the block ends: after uvicorn has joined every worker)."""
-    if settings.redis_url:
-        yield settings.redis_url
+def _shared_redis(settings: Settings) -> Iterator[str | None]:
+    """The URL of the embedded server this process runs for all workers (stopped, by its
+    PID, when the block ends: after uvicorn has joined every worker); None when the
+    settings name a Redis (REDIS_URL or REDIS_SENTINELS) the workers reach themselves."""
+    if not uses_embedded_redis(settings):
+        yield None
         return
     with EmbeddedRedis(settings.data_dir) as server:
         yield server.url

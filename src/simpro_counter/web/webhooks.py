@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request, Response
 
 from simpro_counter.contract import WebhookAccepted, WebhookRefused
 from simpro_counter.errors import BadDeliveryError, StoreError, WebhookBacklogFullError
+from simpro_counter.web.auth import client_of
 from simpro_counter.web.http import RETRY_AFTER_HEADER, json_response, runtime_of
 from simpro_counter.webhooks import replay
 from simpro_counter.webhooks.queue import enqueue, enqueue_once
@@ -198,10 +199,10 @@ def _refuse(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """The refusal, counted under `outcome` in `/metrics` and logged (rate-limited)."""
-    client = request.client.host if request.client else "unknown"
-    runtime_of(request).telemetry.webhook_deliveries.labels(outcome).inc()
+    runtime = runtime_of(request)
+    runtime.telemetry.webhook_deliveries.labels(outcome).inc()
     # Anyone can send these: rate-limited, so a flood cannot flood the log as well.
-    runtime_of(request).warnings.warning(
-        log, "webhook", "Webhook refused (%d) from %s: %s", status, client, error
+    runtime.warnings.warning(
+        log, "webhook", "Webhook refused (%d) from %s: %s", status, client_of(request), error
     )
     return json_response({"accepted": False, "error": error}, status=status, headers=headers)
