@@ -39,10 +39,13 @@ from simpro_counter.web.http import (
     ETAG_HEADER,
     IF_NONE_MATCH,
     NO_STORE_HEADER,
+    NOT_MODIFIED_RESPONSE,
     RETRY_AFTER_HEADER,
+    THROTTLED_RESPONSE,
     iso,
     json_response,
     runtime_of,
+    unauthorized_response,
 )
 from simpro_counter.web.reads import value_fields
 from simpro_counter.web.runtime import Runtime
@@ -110,7 +113,7 @@ def unknown_metric(metric: str) -> Response | None:
                 "Retry-After": RETRY_AFTER_HEADER,
             },
         },
-        304: {"description": "Not modified: `If-None-Match` matched the `ETag`"},
+        304: NOT_MODIFIED_RESPONSE,
         404: {"model": Refusal, "description": "No such metric"},
         422: {"model": InvalidRequest, "description": "A parameter is not valid"},
     },
@@ -150,11 +153,7 @@ async def get_metric(request: Request, metric: MetricPath) -> Response:
             "model": RefreshStarted,
             "description": "`background=true`: started, the refresh runs behind",
         },
-        401: {
-            "model": Refusal,
-            "description": "The bearer token is missing or wrong",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer"}}},
-        },
+        401: unauthorized_response("The bearer token is missing or wrong"),
         403: {
             "model": Refusal,
             "description": "ADMIN_TOKEN is not set on the server: refreshing is disabled",
@@ -162,10 +161,7 @@ async def get_metric(request: Request, metric: MetricPath) -> Response:
         404: {"model": Refusal, "description": "No such metric"},
         422: {"model": InvalidRequest, "description": "A parameter is not valid"},
         409: {"model": RefreshRefused, "description": "A refresh is already running"},
-        429: {
-            "description": "Too many wrong tokens; `Retry-After` says when to retry",
-            "headers": {"Retry-After": RETRY_AFTER_HEADER},
-        },
+        429: THROTTLED_RESPONSE,
         502: {"model": RefreshRefused, "description": "Simpro failed; the value is kept"},
     },
 )
@@ -264,17 +260,10 @@ def _already_running(storage: str) -> Response:
             "`Authorization: Bearer <ADMIN_TOKEN>`; without it, a generic sentence",
             "headers": {"Cache-Control": NO_STORE_HEADER},
         },
-        401: {
-            "model": Refusal,
-            "description": "A wrong bearer token was sent",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer"}}},
-        },
+        401: unauthorized_response("A wrong bearer token was sent"),
         404: {"model": Refusal, "description": "No such metric"},
         422: {"model": InvalidRequest, "description": "A parameter is not valid"},
-        429: {
-            "description": "Too many wrong tokens; `Retry-After` says when to retry",
-            "headers": {"Retry-After": RETRY_AFTER_HEADER},
-        },
+        429: THROTTLED_RESPONSE,
     },
 )
 async def get_refresh_status(request: Request, metric: MetricPath) -> Response:

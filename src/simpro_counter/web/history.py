@@ -15,6 +15,7 @@ from simpro_counter.web.http import (
     ETAG_HEADER,
     IF_NONE_MATCH,
     NO_STORE_HEADER,
+    NOT_MODIFIED_RESPONSE,
     RETRY_AFTER_HEADER,
     iso,
     json_response,
@@ -45,7 +46,7 @@ _CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=600"
             "content": {"text/csv": {"schema": {"type": "string"}}},
             "headers": {"ETag": ETAG_HEADER, "Cache-Control": CACHE_CONTROL_HEADER},
         },
-        304: {"description": "Not modified: `If-None-Match` matched the `ETag`"},
+        304: NOT_MODIFIED_RESPONSE,
         422: {"model": InvalidRequest, "description": "`interval` or `format` is not valid"},
         503: {
             "model": HistoryUnavailable,

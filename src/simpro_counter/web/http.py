@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.security import HTTPBearer
 
+from simpro_counter.contract import Refusal
 from simpro_counter.web.runtime import Runtime
 
 
@@ -54,3 +55,19 @@ RETRY_AFTER_HEADER: dict[str, Any] = {
     "description": "Seconds to wait before retrying",
     "schema": {"type": "integer", "minimum": 0},
 }
+NOT_MODIFIED_RESPONSE: dict[str, Any] = {
+    "description": "Not modified: `If-None-Match` matched the `ETag`"
+}
+THROTTLED_RESPONSE: dict[str, Any] = {
+    "description": "Too many wrong tokens; `Retry-After` says when to retry",
+    "headers": {"Retry-After": RETRY_AFTER_HEADER},
+}
+
+
+def unauthorized_response(description: str) -> dict[str, Any]:
+    """The `401` of a bearer token, as the routes that take one declare it."""
+    return {
+        "model": Refusal,
+        "description": description,
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer"}}},
+    }

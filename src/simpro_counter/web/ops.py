@@ -7,10 +7,16 @@ import time
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from simpro_counter.contract import Health, Readiness, Refusal
+from simpro_counter.contract import Health, Readiness
 from simpro_counter.metrics import METRICS
 from simpro_counter.web.auth import details_denied
-from simpro_counter.web.http import NO_STORE_HEADER, RETRY_AFTER_HEADER, json_response, runtime_of
+from simpro_counter.web.http import (
+    NO_STORE_HEADER,
+    THROTTLED_RESPONSE,
+    json_response,
+    runtime_of,
+    unauthorized_response,
+)
 
 router = APIRouter()
 
@@ -27,15 +33,8 @@ async def healthz() -> Response:
     summary="Readiness: Redis and Simpro reachable",
     responses={
         200: {"model": Readiness, "headers": {"Cache-Control": NO_STORE_HEADER}},
-        401: {
-            "model": Refusal,
-            "description": "A wrong bearer token was sent",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Bearer"}}},
-        },
-        429: {
-            "description": "Too many wrong tokens; `Retry-After` says when to retry",
-            "headers": {"Retry-After": RETRY_AFTER_HEADER},
-        },
+        401: unauthorized_response("A wrong bearer token was sent"),
+        429: THROTTLED_RESPONSE,
         503: {
             "model": Readiness,
             "description": "Not ready",
