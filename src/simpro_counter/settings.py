@@ -72,7 +72,7 @@ class Settings(BaseSettings):
         default=None,
         # Left out of repr: the URL may carry a password (redis://:password@host).
         repr=False,
-        description="redis://, rediss:// or unix:// URL; unset: an embedded redis-server",
+        description="redis://, rediss:// or unix:// URL; unset: an embedded Valkey server",
     )
     redis_sentinels: str = Field(
         default="",
