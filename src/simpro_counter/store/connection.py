@@ -124,14 +124,6 @@ def _client_options(timeout: float) -> dict[str, Any]:
     }
 
 
-def topology_of(client: aioredis.Redis) -> Topology:
-    if isinstance(client, RedisCluster):
-        return "cluster"
-    if isinstance(client.connection_pool, SentinelConnectionPool):
-        return "sentinel"
-    return "single"
-
-
 def describe_location(client: aioredis.Redis) -> str:
     """Where the client talks to, never a password: `host:port` or the socket path of one
     server; `sentinel master <name> at host:port (n Sentinels)`; `cluster of n masters,
